@@ -1,0 +1,389 @@
+"""The ``crmscore`` command line.
+
+Each command parses its options, loads ``params.yaml`` once and calls one pipeline
+function. Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 invalid data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from crmscore import __version__
+from crmscore.config import Config, ConfigError, load_config, redact_url
+from crmscore.progress import stage
+
+__all__ = ["app", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID_DATA = 0, 1, 2, 3
+
+log = logging.getLogger("crmscore")
+out = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="crmscore",
+    help=(
+        "Score customers and leads from CRM data: churn, lead conversion and lifetime value.\n\n"
+        "Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 invalid data."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    params: Path = Path("params.yaml")
+    verbose: bool = False
+
+
+_state = _State()
+
+
+class Sink(str, Enum):
+    crm = "crm"
+    folder = "folder"
+
+
+class FileFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("crmscore").setLevel(level)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _config() -> Config:
+    try:
+        return load_config(_state.params)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    from crmscore.features.time import as_of_day
+
+    try:
+        return as_of_day(value).date()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"crmscore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    params: Annotated[
+        Path, typer.Option("--params", "-p", help="The params.yaml to use (defaults apply when it is absent).")
+    ] = Path("params.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Score customers and leads from CRM data."""
+    _state.params = params
+    _state.verbose = verbose
+    _setup_logging(verbose, quiet)
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def _truth_dir_for(cfg: Config, sink: Sink, folder: Path) -> Path:
+    if sink is Sink.folder:
+        return folder / "truth"
+    import sqlalchemy as sa
+
+    url = sa.make_url(cfg.data.resolved_crm_url())
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        db = Path(url.database)
+        return db.parent / f"{db.stem}_truth"
+    return Path("data/truth")
+
+
+def run_generate(
+    cfg: Config,
+    customers: int,
+    seed: int,
+    sink: Sink,
+    folder: Path,
+    file_format: FileFormat,
+    truth_dir: Path | None,
+) -> dict[str, int]:
+    """Generate a synthetic CRM and write it to the CRM store or a folder; return row counts."""
+    from crmscore import synth
+
+    gen = cfg.generate
+    with stage(f"simulating {customers:,} customers"):
+        crm = synth.generate(customers, seed=seed, start=gen.start, end=gen.end)
+    if sink is Sink.folder:
+        from crmscore.io.files import write_folder
+
+        with stage(f"writing {file_format.value} files to {folder}"):
+            write_folder(crm.tables, folder, file_format.value)
+    else:
+        from crmscore.io.crm import create_engine, write_sql_tables
+
+        url = cfg.data.resolved_crm_url()
+        engine = create_engine(url)
+        names = {cfg.data.table_name(t): df for t, df in crm.tables.items()}
+        try:
+            with stage(f"writing tables to {redact_url(url)}"):
+                write_sql_tables(engine, names, cfg.data.db_schema)
+        finally:
+            engine.dispose()
+    tdir = truth_dir or _truth_dir_for(cfg, sink, folder)
+    synth.write_truth(crm, tdir)
+    log.info("true parameters written to %s", tdir)
+    return {name: len(df) for name, df in crm.tables.items()}
+
+
+@app.command()
+def generate(
+    customers: Annotated[
+        int | None, typer.Option("--customers", "-n", min=1, help="Number of customers (default: generate.customers).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: generate.seed).")] = None,
+    to: Annotated[Sink, typer.Option("--to", help="Write into the CRM store (data.crm_url) or a folder.")] = Sink.crm,
+    folder: Annotated[
+        Path | None, typer.Option(help="Folder to write with --to folder (default: data.folder).")
+    ] = None,
+    file_format: Annotated[FileFormat, typer.Option("--format", help="File format with --to folder.")] = (
+        FileFormat.parquet
+    ),
+    truth_dir: Annotated[
+        Path | None, typer.Option(help="Where the true parameters go (default: next to the data).")
+    ] = None,
+) -> None:
+    """Generate a seeded synthetic CRM with known ground truth."""
+    cfg = _config()
+    counts = run_generate(
+        cfg,
+        customers or cfg.generate.customers,
+        cfg.generate.seed if seed is None else seed,
+        to,
+        folder or cfg.data.folder,
+        file_format,
+        truth_dir,
+    )
+    table = Table(title="generated", show_edge=False)
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _print_report(report) -> None:  # noqa: ANN001 - ValidationReport, imported lazily
+    table = Table(title=f"validation as of {report.as_of.date()}", show_edge=False)
+    for col, justify in (("table", "left"), ("rows in", "right"), ("kept", "right"),
+                         ("set aside", "right"), ("reasons", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for name, t in report.tables.items():
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.set_aside.items()))
+        table.add_row(name, f"{t.rows_in:,}", f"{t.rows_kept:,}", f"{t.rows_set_aside:,}", reasons)
+    out.print(table)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False)
+    for problem in report.problems:
+        out.print(f"[bold red]problem:[/] {problem}", highlight=False)
+    if report.usable and not report.rows_set_aside:
+        out.print("[green]no problem found[/]")
+    elif report.usable:
+        out.print(f"[yellow]usable; {report.rows_set_aside:,} rows set aside (see the quarantine folder)[/]")
+    else:
+        out.print("[bold red]the data is unusable[/]")
+
+
+def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path):  # noqa: ANN201
+    """Read and validate the configured source, write the quarantine; return (data, report)."""
+    from crmscore.validation import load_validated, write_quarantine
+
+    with stage("reading and validating the CRM data"):
+        data, report = load_validated(cfg, as_of=as_of)
+    write_quarantine(report, quarantine_dir)
+    return data, report
+
+
+def _source_option_overrides(cfg: Config, folder: Path | None) -> Config:
+    if folder is None:
+        return cfg
+    data = cfg.data.model_copy(update={"source": "folder", "folder": folder})
+    return cfg.model_copy(update={"data": data})
+
+
+@app.command()
+def validate(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Cutoff day YYYY-MM-DD; rows after it are set aside (default: today, UTC).")
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Validate this folder of CSV/Parquet files instead of the configured source.")
+    ] = None,
+    quarantine_dir: Annotated[
+        Path | None, typer.Option(help="Where rows set aside are written (default: data.quarantine.folder).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Check the CRM data against the data contract and report every problem at once.
+
+    Exits 3 when the data is unusable.
+    """
+    cfg = _source_option_overrides(_config(), folder)
+    day = _parse_day(as_of, "--as-of")
+    try:
+        _, report = run_validate(cfg, day, quarantine_dir or cfg.data.quarantine.folder)
+    except FileNotFoundError as exc:
+        _fail(str(exc), EXIT_INVALID_DATA)
+    _print_report(report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    if not report.usable:
+        raise typer.Exit(EXIT_INVALID_DATA)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def run_features(cfg: Config, as_of: date, output: Path) -> pd.DataFrame:
+    """Validate the data as of ``as_of``, build the feature table and write it to ``output``."""
+    from crmscore.pipelines.features import build_feature_table, write_feature_table
+
+    data, report = run_validate(cfg, as_of, cfg.data.quarantine.folder)
+    if not report.usable:
+        _print_report(report)
+        raise typer.Exit(EXIT_INVALID_DATA)
+    with stage(f"building features as of {as_of}"):
+        table = build_feature_table(data, as_of, cfg)
+    write_feature_table(table, output)
+    return table
+
+
+@app.command()
+def features(
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV or Parquet file to write (by extension).")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Cutoff day YYYY-MM-DD (default: features.as_of in params).")
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source.")
+    ] = None,
+) -> None:
+    """Write the point-in-time feature table (one row per customer) for a cutoff day."""
+    cfg = _source_option_overrides(_config(), folder)
+    day = _parse_day(as_of, "--as-of") or cfg.features.as_of
+    if day is None:
+        _fail("give --as-of or set features.as_of in params.yaml", EXIT_USAGE)
+    table = run_features(cfg, day, output)
+    out.print(f"{len(table):,} customers × {table.shape[1]} columns written to {output}")
+
+
+# --------------------------------------------------------------------------- later issues
+
+
+def _not_yet(command: str, issue: int) -> NoReturn:
+    _fail(f"'crmscore {command}' is not available yet: it arrives with issue #{issue}.", EXIT_FAILURE)
+
+
+@app.command()
+def train() -> None:
+    """Retrain every model, track it in MLflow and register it (not available yet: issue #6)."""
+    _not_yet("train", 6)
+
+
+@app.command()
+def score() -> None:
+    """Score customers and leads and write the scores back to the CRM (not available yet: issue #7)."""
+    _not_yet("score", 7)
+
+
+@app.command()
+def report() -> None:
+    """Write the KPI and model report as HTML and JSON (not available yet: issue #8)."""
+    _not_yet("report", 8)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option("--customers", "-n", min=100, help="Synthetic customers to generate.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Run the whole job end to end on the embedded default (a synthetic SQLite CRM).
+
+    Runs generate → validate → features → train → score → report; steps that have not
+    landed yet are named and skipped.
+    """
+    cfg = _config()
+    run_generate(cfg, customers, seed, Sink.crm, cfg.data.folder, FileFormat.parquet, None)
+    as_of = cfg.generate.end
+    data, rep = run_validate(cfg, as_of, cfg.data.quarantine.folder)
+    _print_report(rep)
+    if not rep.usable:
+        raise typer.Exit(EXIT_INVALID_DATA)
+    feature_file = Path("data/features.parquet")
+    table = run_features(cfg, as_of, feature_file)
+    out.print(f"features: {len(table):,} customers × {table.shape[1]} columns → {feature_file}")
+    for step, issue in (("train", 6), ("score", 7), ("report", 8)):
+        out.print(f"[yellow]{step}: not available yet (arrives with issue #{issue}); skipped[/]")
+
+
+def main() -> None:
+    """Console-script entry point with the documented exit codes."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error of the (vendored) click parser: its own message and code 2
+            sys.exit(exc.exit_code)
+        if _state.verbose:
+            raise
+        err.print(f"[bold red]error:[/] {exc.__class__.__name__}: {exc}", highlight=False)
+        err.print("run with -v for the full traceback")
+        sys.exit(EXIT_FAILURE)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

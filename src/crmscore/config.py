@@ -1,0 +1,298 @@
+"""Typed, frozen configuration loaded once from ``params.yaml``.
+
+Each stage has its own block (``data``, ``generate``, ``features``, ``churn``, ``leads``,
+``clv``, ``training``, ``tracking``, ``scoring``, ``report``) and reads only that block.
+Unknown keys and bad values are errors that name the key (``ConfigError``).
+
+Secrets never live in ``params.yaml``: the CRM URL may be overridden by the environment
+variable ``CRMSCORE_CRM_URL``, and a URL in ``params.yaml`` that carries a password is
+refused. Use :func:`redact_url` before a URL reaches a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "CRM_URL_ENV",
+    "TABLE_NAMES",
+    "ChurnConfig",
+    "ClvConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "FeaturesConfig",
+    "GenerateConfig",
+    "LeadsConfig",
+    "TableConfig",
+    "load_config",
+    "redact_url",
+    "validate_identifier",
+]
+
+CRM_URL_ENV = "CRMSCORE_CRM_URL"
+TABLE_NAMES: tuple[str, ...] = (
+    "customers",
+    "transactions",
+    "leads",
+    "lead_activities",
+    "support_tickets",
+    "marketing_spend",
+)
+TableName = Literal[
+    "customers", "transactions", "leads", "lead_activities", "support_tickets", "marketing_spend"
+]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def validate_identifier(name: str, what: str = "identifier") -> str:
+    """Return ``name`` if it is a safe SQL identifier, else raise :class:`ConfigError`.
+
+    Parameters
+    ----------
+    name : str
+        Candidate table, schema or column name from configuration.
+    what : str
+        What the name is, for the error message (e.g. ``"data.tables.customers.name"``).
+
+    Returns
+    -------
+    str
+        The unchanged name. Callers still quote it when building SQL.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigError(
+            f"{what}: {name!r} is not a valid SQL identifier "
+            "(letters, digits and underscores, not starting with a digit, at most 63 characters)"
+        )
+    return name
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class _Block(BaseModel):
+    """Base of every config block: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableConfig(_Block):
+    """Where one input table lives and how its columns are named at the source.
+
+    ``columns`` maps crmscore's canonical column names (see ``crmscore.schema``) to the
+    source's names, e.g. ``{customer_id: CustomerID, ts: InvoiceDate}``.
+    """
+
+    name: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
+class QuarantineConfig(_Block):
+    """Where rows set aside at ingestion are written, with their reason."""
+
+    folder: Path = Path("data/quarantine")
+
+
+class DataConfig(_Block):
+    """Input data: the CRM store (any SQLAlchemy URL) or a folder of CSV/Parquet files."""
+
+    source: Literal["crm", "folder"] = "crm"
+    crm_url: str = "sqlite:///data/crm.sqlite"
+    db_schema: str | None = None
+    folder: Path = Path("data/crm")
+    file_format: Literal["auto", "csv", "parquet"] = "auto"
+    source_timezone: str | None = None
+    required_tables: tuple[TableName, ...] = ("customers", "transactions")
+    tables: dict[TableName, TableConfig] = Field(default_factory=dict)
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
+
+    @field_validator("crm_url")
+    @classmethod
+    def _no_secret_in_params(cls, v: str) -> str:
+        if re.search(r"://[^:/@]+:[^@]+@", v):
+            raise ValueError(
+                f"the URL carries a password; put credentials in the environment variable {CRM_URL_ENV} "
+                "instead of params.yaml"
+            )
+        return v
+
+    @field_validator("db_schema")
+    @classmethod
+    def _schema_identifier(cls, v: str | None) -> str | None:
+        return None if v is None else validate_identifier(v, "data.db_schema")
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_timezone(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _table_names_are_identifiers(self) -> DataConfig:
+        for table, tc in self.tables.items():
+            if tc.name is not None:
+                validate_identifier(tc.name, f"data.tables.{table}.name")
+        return self
+
+    def table_name(self, table: str) -> str:
+        """Source name of canonical ``table`` (validated identifier)."""
+        tc = self.tables.get(table)  # type: ignore[call-overload]
+        return tc.name if tc is not None and tc.name else table
+
+    def column_map(self, table: str) -> dict[str, str]:
+        """Mapping canonical column → source column for ``table``."""
+        tc = self.tables.get(table)  # type: ignore[call-overload]
+        return dict(tc.columns) if tc is not None else {}
+
+    def resolved_crm_url(self) -> str:
+        """The CRM URL, ``CRMSCORE_CRM_URL`` taking precedence over ``params.yaml``."""
+        return os.environ.get(CRM_URL_ENV) or self.crm_url
+
+
+class GenerateConfig(_Block):
+    """Synthetic CRM generator (``crmscore generate``)."""
+
+    customers: int = Field(10_000, gt=0)
+    seed: int = 42
+    start: date = date(2023, 1, 1)
+    end: date = date(2025, 12, 31)
+    leads_per_customer: float = Field(3.0, ge=0)
+
+
+class FeaturesConfig(_Block):
+    """Point-in-time features (``crmscore.features``)."""
+
+    as_of: date | None = None
+    period: Literal["D", "W"] = "D"
+    time_unit: Literal["day", "week"] = "week"
+    windows_days: tuple[int, ...] = (30, 90, 180, 365)
+    trend_window_days: int = Field(90, gt=0)
+    rfm_bins: int = Field(5, ge=2, le=10)
+    cutoffs: int = Field(3, ge=1)
+    cutoff_step_days: int = Field(90, gt=0)
+
+
+class ChurnConfig(_Block):
+    """Churn labels and model."""
+
+    definition: Literal["contractual", "inactivity", "label"] = "inactivity"
+    horizon_days: int = Field(90, gt=0)
+    label_column: str = "churn"
+
+
+class LeadsConfig(_Block):
+    """Lead labels and scoring model."""
+
+    conversion_window_days: int = Field(90, gt=0)
+    label_column: str | None = None
+    grade_thresholds: dict[Literal["A", "B", "C"], float] = Field(
+        default_factory=lambda: {"A": 75.0, "B": 50.0, "C": 25.0}
+    )
+
+
+class ClvConfig(_Block):
+    """Probabilistic lifetime value (BG/NBD + Gamma-Gamma)."""
+
+    penalizer: float = Field(0.0, ge=0)
+    horizon_months: int = Field(12, gt=0)
+    discount_rate_annual: float = Field(0.10, ge=0)
+    interval: float = Field(0.9, gt=0, lt=1)
+    n_bootstrap: int = Field(200, ge=10)
+
+
+class OpenBlock(_Block):
+    """A stage block whose keys arrive with a later issue; any mapping is accepted for now."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Config(_Block):
+    """The whole of ``params.yaml``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    churn: ChurnConfig = Field(default_factory=ChurnConfig)
+    leads: LeadsConfig = Field(default_factory=LeadsConfig)
+    clv: ClvConfig = Field(default_factory=ClvConfig)
+    training: OpenBlock = Field(default_factory=OpenBlock)
+    tracking: OpenBlock = Field(default_factory=OpenBlock)
+    scoring: OpenBlock = Field(default_factory=OpenBlock)
+    report: OpenBlock = Field(default_factory=OpenBlock)
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_mapping(raw: Mapping[str, Any] | None, source: str = "<mapping>") -> Config:
+    """Build a :class:`Config` from a parsed mapping, raising :class:`ConfigError` naming bad keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of stage blocks")
+    try:
+        return Config.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path | None = "params.yaml") -> Config:
+    """Load and validate ``params.yaml``.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        The YAML file. ``None`` gives the defaults. A missing default ``params.yaml`` also
+        gives the defaults; a missing file named explicitly is an error.
+
+    Returns
+    -------
+    Config
+        Frozen, validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not YAML, or has an unknown key or a bad value.
+    """
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.exists():
+        if str(path) == "params.yaml":
+            return Config()
+        raise ConfigError(f"params file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return config_from_mapping(raw, str(p))

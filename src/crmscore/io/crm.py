@@ -1,0 +1,149 @@
+"""Read and write CRM tables through SQLAlchemy (SQLite by default, PostgreSQL in production).
+
+Table and schema names come from configuration: they are validated as identifiers
+(:func:`crmscore.config.validate_identifier`) and always quoted by SQLAlchemy, never
+pasted into SQL text. Bulk writes use ``COPY`` on PostgreSQL and ``executemany`` in
+large batches elsewhere, never a statement per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from crmscore.config import redact_url, validate_identifier
+
+__all__ = ["create_engine", "read_sql_tables", "write_sql_tables"]
+
+log = logging.getLogger(__name__)
+
+
+def create_engine(url: str) -> sa.Engine:
+    """Create an engine; a SQLite file's parent folder is created if needed.
+
+    ``postgresql://`` URLs use the psycopg 3 driver.
+    """
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(parsed)
+
+
+def read_sql_tables(
+    engine: sa.Engine, names: dict[str, str], schema: str | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Read the tables that exist.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        Connection to the CRM store.
+    names : dict
+        Canonical table name → table name in the store (validated identifiers).
+    schema : str, optional
+        Database schema (PostgreSQL), validated.
+
+    Returns
+    -------
+    tables : dict
+        Canonical name → raw frame for each table present.
+    errors : dict
+        Canonical name → why an existing table could not be read.
+    """
+    if schema is not None:
+        validate_identifier(schema, "data.db_schema")
+    inspector = sa.inspect(engine)
+    present = set(inspector.get_table_names(schema=schema))
+    tables: dict[str, pd.DataFrame] = {}
+    errors: dict[str, str] = {}
+    for table, name in names.items():
+        validate_identifier(name, f"data.tables.{table}.name")
+        if name not in present:
+            continue
+        try:
+            t = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+            with engine.connect() as conn:
+                tables[table] = pd.read_sql_query(sa.select(t), conn)
+        except sa.exc.SQLAlchemyError as exc:
+            errors[table] = f"cannot read table {name!r}: {exc.__class__.__name__}: {exc}"
+        else:
+            log.debug("read %s: %d rows", table, len(tables[table]))
+    return tables, errors
+
+
+def _sqlite_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps become ISO 8601 text with an explicit offset (SQLite has no timestamp type)."""
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            text = s.dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+            out[col] = text.astype(object).where(s.notna(), None)
+    return out
+
+
+def _copy_postgres(conn: sa.Connection, df: pd.DataFrame, name: str, schema: str | None) -> None:
+    """Bulk load ``df`` into an existing table with ``COPY ... FROM STDIN`` (CSV)."""
+    raw = conn.connection.driver_connection  # psycopg.Connection
+    ident = f'"{schema}"."{name}"' if schema else f'"{name}"'
+    cols = ", ".join(f'"{c}"' for c in df.columns)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL, date_format=None)
+    buf.seek(0)
+    with raw.cursor() as cur, cur.copy(f"COPY {ident} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as cp:
+        while chunk := buf.read(1 << 20):
+            cp.write(chunk)
+
+
+def write_sql_tables(
+    engine: sa.Engine,
+    tables: dict[str, pd.DataFrame],
+    schema: str | None = None,
+    replace: bool = True,
+    chunksize: int = 200_000,
+) -> None:
+    """Write whole tables to the store in one transaction.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        Target store.
+    tables : dict
+        Table name → frame. Names must be valid identifiers.
+    schema : str, optional
+        Target schema (created on PostgreSQL if missing).
+    replace : bool
+        Drop and recreate each table (``True``) or append.
+    chunksize : int
+        Rows per ``executemany`` batch on non-PostgreSQL stores.
+    """
+    for name in tables:
+        validate_identifier(name, "table name")
+    if schema is not None:
+        validate_identifier(schema, "data.db_schema")
+    backend = engine.dialect.name
+    log.info("writing %d tables to %s", len(tables), redact_url(str(engine.url)))
+    with engine.begin() as conn:
+        if schema is not None and backend == "postgresql":
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        for name, df in tables.items():
+            if backend == "postgresql":
+                df.head(0).to_sql(name, conn, schema=schema, if_exists="replace" if replace else "append", index=False)
+                _copy_postgres(conn, df, name, schema)
+            else:
+                _sqlite_ready(df).to_sql(
+                    name,
+                    conn,
+                    schema=schema,
+                    if_exists="replace" if replace else "append",
+                    index=False,
+                    chunksize=chunksize,
+                )
+            log.debug("wrote %s: %d rows", name, len(df))

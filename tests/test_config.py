@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crmscore.config import (
+    CRM_URL_ENV,
+    Config,
+    ConfigError,
+    config_from_mapping,
+    load_config,
+    redact_url,
+    validate_identifier,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_load_and_match_defaults_where_documented():
+    cfg = load_config(ROOT / "params.yaml")
+    assert cfg.data.crm_url == "sqlite:///data/crm.sqlite"
+    assert cfg.churn.definition == "inactivity"
+    assert cfg.clv.horizon_months == 12
+    assert set(cfg.model_fields_set) >= {"data", "generate", "features", "churn", "leads", "clv"}
+
+
+def test_missing_default_file_gives_defaults_but_named_file_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("params.yaml") == Config()
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"data": {"bogus": 1}}, "data.bogus: unknown key"),
+        ({"nonsense": {}}, "nonsense: unknown key"),
+        ({"churn": {"definition": "maybe"}}, "churn.definition"),
+        ({"churn": {"horizon_days": 0}}, "churn.horizon_days"),
+        ({"clv": {"interval": 1.5}}, "clv.interval"),
+        ({"data": {"source_timezone": "Mars/Olympus"}}, "data.source_timezone"),
+        ({"data": {"db_schema": "x; drop table y"}}, "data.db_schema"),
+        ({"data": {"tables": {"transactions": {"name": "orders--"}}}}, "data.tables.transactions.name"),
+        ({"data": {"tables": {"invoices": {}}}}, "data.tables.invoices"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(raw, key):
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(raw, "params.yaml")
+    assert key in str(info.value)
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_password_in_params_is_refused_and_env_overrides(monkeypatch):
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"data": {"crm_url": "postgresql://bob:hunter2@db/crm"}})
+    assert CRM_URL_ENV in str(info.value)
+    assert "hunter2" not in str(info.value)
+    cfg = config_from_mapping({"data": {"crm_url": "sqlite:///x.sqlite"}})
+    monkeypatch.delenv(CRM_URL_ENV, raising=False)
+    assert cfg.data.resolved_crm_url() == "sqlite:///x.sqlite"
+    monkeypatch.setenv(CRM_URL_ENV, "postgresql://bob:hunter2@db/crm")
+    assert cfg.data.resolved_crm_url() == "postgresql://bob:hunter2@db/crm"
+    assert redact_url(cfg.data.resolved_crm_url()) == "postgresql://bob:***@db/crm"
+
+
+def test_config_is_frozen_and_column_maps_resolve():
+    cfg = config_from_mapping(
+        {"data": {"tables": {"transactions": {"name": "orders", "columns": {"ts": "InvoiceDate"}}}}}
+    )
+    assert cfg.data.table_name("transactions") == "orders"
+    assert cfg.data.table_name("customers") == "customers"
+    assert cfg.data.column_map("transactions") == {"ts": "InvoiceDate"}
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        cfg.data.source = "folder"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["customers", "_x1", "Orders_2024"])
+def test_identifier_ok(name):
+    assert validate_identifier(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "a-b", 'x"; drop', "a b", "x" * 64])
+def test_identifier_refused(name):
+    with pytest.raises(ConfigError):
+        validate_identifier(name, "t")
