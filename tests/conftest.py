@@ -13,7 +13,9 @@ PG_URL = os.environ.get("CRMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@1
 
 
 def _postgres_required() -> bool:
-    return os.environ.get("CRMSCORE_REQUIRE_POSTGRES", "") not in ("", "0") or os.environ.get("CI", "") not in (
+    return os.environ.get("CRMSCORE_REQUIRE_POSTGRES", "") not in ("", "0") or os.environ.get(
+        "CI", ""
+    ) not in (
         "",
         "0",
         "false",
@@ -29,7 +31,7 @@ def pg_engine():
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         engine.dispose()
         if _postgres_required():
             pytest.fail(f"PostgreSQL is required here but unreachable at {PG_URL}: {exc}")

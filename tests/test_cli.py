@@ -73,7 +73,9 @@ def test_generate_to_csv_folder_then_validate(workdir, monkeypatch, capsys):
         ["generate", "-n", "300", "--to", "folder", "--folder", "crm", "--format", "csv"], monkeypatch, capsys
     )
     assert code == 0
-    assert (workdir / "crm" / "transactions.csv").exists() and (workdir / "crm" / "truth" / "truth.json").exists()
+    assert (workdir / "crm" / "transactions.csv").exists() and (
+        workdir / "crm" / "truth" / "truth.json"
+    ).exists()
     code, text = run_cli(["validate", "--folder", "crm"], monkeypatch, capsys)
     assert code == 0 and "no problem found" in text, text
 
@@ -89,8 +91,8 @@ def write_broken_folder(folder) -> None:
     pd.DataFrame(
         {
             "customer_id": ["C1", "C1", "C1", "C1", "C9", "C1", "C1", "C1", "C1"],
-            "ts": ["2024-02-01T00:00:00Z"] * 5 + ["yesterday", "2099-01-01T00:00:00Z", "2024-02-01T00:00:00Z",
-                                                  "2024-02-01T00:00:00Z"],
+            "ts": ["2024-02-01T00:00:00Z"] * 5
+            + ["yesterday", "2099-01-01T00:00:00Z", "2024-02-01T00:00:00Z", "2024-02-01T00:00:00Z"],
             "amount": ["10", "10", "inf", "ten", "5", "1", "1", "3", "4"],
             "transaction_id": ["T1", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T7"],
         }
@@ -103,8 +105,9 @@ def write_broken_folder(folder) -> None:
 
 def test_broken_folder_reports_every_problem_with_counts_and_exits_3(workdir, monkeypatch, capsys):
     write_broken_folder(workdir / "broken")
-    code, text = run_cli(["validate", "--folder", "broken", "--as-of", "2025-01-01", "--json", "r.json"],
-                         monkeypatch, capsys)
+    code, text = run_cli(
+        ["validate", "--folder", "broken", "--as-of", "2025-01-01", "--json", "r.json"], monkeypatch, capsys
+    )
     assert code == 3, text
     report = json.loads((workdir / "r.json").read_text())
     assert report["tables"]["customers"]["set_aside"] == {

@@ -16,12 +16,16 @@ NAMES = {t: t for t in ("customers", "transactions", "support_tickets")}
 
 def canonical_tables() -> dict[str, pd.DataFrame]:
     ts = pd.to_datetime(
-        ["2024-01-05 10:00:00.123456", "2024-02-01 23:59:59", "2024-03-10 00:00:00", "2024-03-11 08:30:00"], utc=True, format="ISO8601"
+        ["2024-01-05 10:00:00.123456", "2024-02-01 23:59:59", "2024-03-10 00:00:00", "2024-03-11 08:30:00"],
+        utc=True,
+        format="ISO8601",
     )
     customers = pd.DataFrame(
         {
             "customer_id": ["C1", "C2", "C3"],
-            "created_at": pd.to_datetime(["2023-12-01", "2024-01-01 12:00", "2024-02-15"], utc=True, format="ISO8601"),
+            "created_at": pd.to_datetime(
+                ["2023-12-01", "2024-01-01 12:00", "2024-02-15"], utc=True, format="ISO8601"
+            ),
             "churned_at": pd.to_datetime([None, "2024-06-01", None], utc=True),
             "plan": ["basic", "pro", None],
             "seats": [1.0, 12.0, 3.0],
@@ -58,7 +62,9 @@ def _assert_same(data, expected: dict[str, pd.DataFrame]) -> None:
                 assert isinstance(got[col].dtype, pd.DatetimeTZDtype)
                 assert str(got[col].dt.tz) == "UTC"
                 pd.testing.assert_series_equal(
-                    got[col].astype("datetime64[us, UTC]"), exp[col].astype("datetime64[us, UTC]"), check_names=False
+                    got[col].astype("datetime64[us, UTC]"),
+                    exp[col].astype("datetime64[us, UTC]"),
+                    check_names=False,
                 )
             elif pd.api.types.is_float_dtype(exp[col].dtype):
                 pd.testing.assert_series_equal(got[col].astype(float), exp[col], check_names=False)
@@ -116,7 +122,12 @@ def test_sqlite_mapped_table_and_column_names(tmp_path):
         {
             "data": {
                 "crm_url": url,
-                "tables": {"transactions": {"name": "orders", "columns": {"customer_id": "CustomerID", "ts": "InvoiceDate"}}},
+                "tables": {
+                    "transactions": {
+                        "name": "orders",
+                        "columns": {"customer_id": "CustomerID", "ts": "InvoiceDate"},
+                    }
+                },
             }
         }
     )

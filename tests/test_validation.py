@@ -75,7 +75,7 @@ def test_each_row_rule(row, reason):
 
 def test_cutoff_is_inclusive_of_the_as_of_day():
     last_second = ("C1", "2025-06-30T23:59:59Z", "1", "a")
-    data, report = run({"customers": customers(), "transactions": tx([last_second])})
+    _data, report = run({"customers": customers(), "transactions": tx([last_second])})
     assert report.tables["transactions"].rows_kept == 1
 
 
@@ -91,7 +91,7 @@ def test_all_rules_at_once_reported_in_one_pass():
     tickets = pd.DataFrame(
         {"ticket_id": ["K1", "K2"], "customer_id": ["C1", "C7"], "opened_at": [GOOD_TS, GOOD_TS]}
     )
-    data, report = run({"customers": customers(), "transactions": tx(rows), "support_tickets": tickets})
+    _data, report = run({"customers": customers(), "transactions": tx(rows), "support_tickets": tickets})
     assert reasons(report) == {
         "null_id:customer_id": 1,
         "bad_type:ts": 1,
@@ -177,10 +177,17 @@ def test_unparsable_column_and_empty_result_are_fatal():
 def test_activities_of_unknown_leads_and_negative_spend():
     leads = pd.DataFrame({"lead_id": ["L1"], "created_at": [GOOD_TS], "source": ["web"]})
     acts = pd.DataFrame({"lead_id": ["L1", "L2"], "ts": [GOOD_TS, GOOD_TS], "activity": ["email", "call"]})
-    spend = pd.DataFrame({"period": ["2025-01-01", "2025-02-01"], "amount": ["100", "-5"], "channel": ["ads", "ads"]})
+    spend = pd.DataFrame(
+        {"period": ["2025-01-01", "2025-02-01"], "amount": ["100", "-5"], "channel": ["ads", "ads"]}
+    )
     _, report = run(
-        {"customers": customers(), "transactions": tx([("C1", GOOD_TS, "1", "a")]), "leads": leads,
-         "lead_activities": acts, "marketing_spend": spend}
+        {
+            "customers": customers(),
+            "transactions": tx([("C1", GOOD_TS, "1", "a")]),
+            "leads": leads,
+            "lead_activities": acts,
+            "marketing_spend": spend,
+        }
     )
     assert reasons(report, "lead_activities") == {"unknown_lead": 1}
     assert reasons(report, "marketing_spend") == {"negative_amount": 1}
@@ -223,5 +230,8 @@ def test_quarantine_files_and_report(tmp_path):
     assert aside["_reason"].tolist() == ["unknown_customer"]
     summary = json.loads((tmp_path / "report.json").read_text())
     assert summary["tables"]["transactions"] == {
-        "rows_in": 2, "rows_kept": 1, "rows_set_aside": 1, "set_aside": {"unknown_customer": 1}
+        "rows_in": 2,
+        "rows_kept": 1,
+        "rows_set_aside": 1,
+        "set_aside": {"unknown_customer": 1},
     }

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -52,12 +52,12 @@ class _State:
 _state = _State()
 
 
-class Sink(str, Enum):
+class Sink(StrEnum):
     crm = "crm"
     folder = "folder"
 
 
-class FileFormat(str, Enum):
+class FileFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
 
@@ -103,9 +103,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     params: Annotated[
-        Path, typer.Option("--params", "-p", help="The params.yaml to use (defaults apply when it is absent).")
+        Path,
+        typer.Option("--params", "-p", help="The params.yaml to use (defaults apply when it is absent)."),
     ] = Path("params.yaml"),
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -172,10 +175,13 @@ def run_generate(
 @app.command()
 def generate(
     customers: Annotated[
-        int | None, typer.Option("--customers", "-n", min=1, help="Number of customers (default: generate.customers).")
+        int | None,
+        typer.Option("--customers", "-n", min=1, help="Number of customers (default: generate.customers)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: generate.seed).")] = None,
-    to: Annotated[Sink, typer.Option("--to", help="Write into the CRM store (data.crm_url) or a folder.")] = Sink.crm,
+    to: Annotated[
+        Sink, typer.Option("--to", help="Write into the CRM store (data.crm_url) or a folder.")
+    ] = Sink.crm,
     folder: Annotated[
         Path | None, typer.Option(help="Folder to write with --to folder (default: data.folder).")
     ] = None,
@@ -208,10 +214,15 @@ def generate(
 # --------------------------------------------------------------------------- validate
 
 
-def _print_report(report) -> None:  # noqa: ANN001 - ValidationReport, imported lazily
+def _print_report(report) -> None:
     table = Table(title=f"validation as of {report.as_of.date()}", show_edge=False)
-    for col, justify in (("table", "left"), ("rows in", "right"), ("kept", "right"),
-                         ("set aside", "right"), ("reasons", "left")):
+    for col, justify in (
+        ("table", "left"),
+        ("rows in", "right"),
+        ("kept", "right"),
+        ("set aside", "right"),
+        ("reasons", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for name, t in report.tables.items():
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(t.set_aside.items()))
@@ -229,7 +240,7 @@ def _print_report(report) -> None:  # noqa: ANN001 - ValidationReport, imported 
         out.print("[bold red]the data is unusable[/]")
 
 
-def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path):  # noqa: ANN201
+def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path):
     """Read and validate the configured source, write the quarantine; return (data, report)."""
     from crmscore.validation import load_validated, write_quarantine
 
@@ -249,15 +260,21 @@ def _source_option_overrides(cfg: Config, folder: Path | None) -> Config:
 @app.command()
 def validate(
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Cutoff day YYYY-MM-DD; rows after it are set aside (default: today, UTC).")
+        str | None,
+        typer.Option(
+            "--as-of", help="Cutoff day YYYY-MM-DD; rows after it are set aside (default: today, UTC)."
+        ),
     ] = None,
     folder: Annotated[
-        Path | None, typer.Option(help="Validate this folder of CSV/Parquet files instead of the configured source.")
+        Path | None,
+        typer.Option(help="Validate this folder of CSV/Parquet files instead of the configured source."),
     ] = None,
     quarantine_dir: Annotated[
         Path | None, typer.Option(help="Where rows set aside are written (default: data.quarantine.folder).")
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
 ) -> None:
     """Check the CRM data against the data contract and report every problem at once.
 
@@ -296,12 +313,15 @@ def run_features(cfg: Config, as_of: date, output: Path) -> pd.DataFrame:
 
 @app.command()
 def features(
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV or Parquet file to write (by extension).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="CSV or Parquet file to write (by extension).")
+    ],
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Cutoff day YYYY-MM-DD (default: features.as_of in params).")
     ] = None,
     folder: Annotated[
-        Path | None, typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source.")
+        Path | None,
+        typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source."),
     ] = None,
 ) -> None:
     """Write the point-in-time feature table (one row per customer) for a cutoff day."""
@@ -343,7 +363,9 @@ def report() -> None:
 
 @app.command()
 def demo(
-    customers: Annotated[int, typer.Option("--customers", "-n", min=100, help="Synthetic customers to generate.")] = 20_000,
+    customers: Annotated[
+        int, typer.Option("--customers", "-n", min=100, help="Synthetic customers to generate.")
+    ] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Run the whole job end to end on the embedded default (a synthetic SQLite CRM).
@@ -354,7 +376,7 @@ def demo(
     cfg = _config()
     run_generate(cfg, customers, seed, Sink.crm, cfg.data.folder, FileFormat.parquet, None)
     as_of = cfg.generate.end
-    data, rep = run_validate(cfg, as_of, cfg.data.quarantine.folder)
+    _data, rep = run_validate(cfg, as_of, cfg.data.quarantine.folder)
     _print_report(rep)
     if not rep.usable:
         raise typer.Exit(EXIT_INVALID_DATA)

@@ -20,8 +20,8 @@ import pandas as pd
 
 __all__ = [
     "SCHEMAS",
-    "ColumnSpec",
     "CRMData",
+    "ColumnSpec",
     "TableSpec",
 ]
 

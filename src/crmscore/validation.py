@@ -152,8 +152,11 @@ def _coerce_id(s: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(s.dtype):
         vals = s.to_numpy()
         integral = np.isfinite(vals) & (np.floor(vals) == vals)
-        out = pd.Series(np.where(integral, np.nan_to_num(vals).astype(np.int64).astype(str), s.astype(str)),
-                        index=s.index, dtype=object)
+        out = pd.Series(
+            np.where(integral, np.nan_to_num(vals).astype(np.int64).astype(str), s.astype(str)),
+            index=s.index,
+            dtype=object,
+        )
         return out.where(s.notna(), None)
     txt = s.astype("string").str.strip()
     return txt.astype(object).where(txt.notna() & (txt != ""), None)
@@ -219,7 +222,9 @@ def _coerce_timestamp(s: pd.Series, tz: str | None) -> tuple[pd.Series, np.ndarr
     if naive_txt.any():
         parsed = pd.to_datetime(txt[naive_txt], errors="coerce", format="ISO8601")
         if tz is not None:
-            out[naive_txt] = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+            out[naive_txt] = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
+                "UTC"
+            )
         else:
             day = naive_txt & date_only
             out[day] = parsed[day[naive_txt]].dt.tz_localize("UTC")
@@ -248,8 +253,11 @@ class _Rows:
 
 def _rename(raw: pd.DataFrame, table: str, cfg: Config, problems: list[Problem]) -> pd.DataFrame | None:
     mapping = cfg.data.column_map(table)
-    unknown = [c for c in mapping if c not in {col.name for col in SCHEMAS[table].columns}
-               and not SCHEMAS[table].keeps_extra]
+    unknown = [
+        c
+        for c in mapping
+        if c not in {col.name for col in SCHEMAS[table].columns} and not SCHEMAS[table].keeps_extra
+    ]
     for c in unknown:
         problems.append(Problem(table, f"data.tables.{table}.columns maps unknown column {c!r}", c))
     missing_src = {canon: src for canon, src in mapping.items() if src not in raw.columns}
@@ -295,11 +303,14 @@ def _coerce_table(
             rows.mark(bad, f"bad_type:{col}")
             rows.mark(naive, f"naive_timestamp:{col}")
             if naive.any() and naive.sum() == present.sum():
-                problems.append(Problem(
-                    spec.name,
-                    "timestamps have no time zone; set data.source_timezone (e.g. 'Europe/Berlin' or 'UTC')",
-                    col,
-                ))
+                problems.append(
+                    Problem(
+                        spec.name,
+                        "timestamps have no time zone; "
+                        "set data.source_timezone (e.g. 'Europe/Berlin' or 'UTC')",
+                        col,
+                    )
+                )
             elif present.any() and bad.sum() == present.sum():
                 problems.append(Problem(spec.name, "no value could be read as an ISO 8601 timestamp", col))
         elif kind == "number":

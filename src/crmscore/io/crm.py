@@ -13,6 +13,7 @@ import io
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -78,15 +79,62 @@ def read_sql_tables(
     return tables, errors
 
 
-def _sqlite_ready(df: pd.DataFrame) -> pd.DataFrame:
-    """Timestamps become ISO 8601 text with an explicit offset (SQLite has no timestamp type)."""
-    out = df.copy()
-    for col in out.columns:
-        s = out[col]
+def _iso_utc(s: pd.Series) -> np.ndarray:
+    """ISO 8601 text with an explicit UTC offset, vectorised (``None`` for NaT)."""
+    arr = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    text = np.char.add(np.char.replace(np.datetime_as_string(arr, unit="us"), "T", " "), "+00:00").astype(
+        object
+    )
+    text[np.isnat(arr)] = None
+    return text
+
+
+def _dbapi_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps become ISO 8601 text with an offset (SQLite has no timestamp type); missing → None."""
+    cols = {}
+    for col in df.columns:
+        s = df[col]
         if isinstance(s.dtype, pd.DatetimeTZDtype):
-            text = s.dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
-            out[col] = text.astype(object).where(s.notna(), None)
-    return out
+            cols[col] = _iso_utc(s)
+        else:
+            vals = s.to_numpy(dtype=object)
+            vals[pd.isna(vals)] = None
+            cols[col] = vals
+    return pd.DataFrame(cols, index=df.index, columns=df.columns)
+
+
+def _ddl_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """An empty frame with the column types the table should get (timestamps as text)."""
+    empty = df.head(0).copy()
+    for col in empty.columns:
+        if isinstance(empty[col].dtype, pd.DatetimeTZDtype):
+            empty[col] = empty[col].astype(object)
+    return empty
+
+
+def _insert_dbapi(
+    conn: sa.Connection, df: pd.DataFrame, name: str, schema: str | None, chunksize: int
+) -> None:
+    """Bulk insert through the driver's own ``executemany`` in large batches."""
+    ready = _dbapi_ready(df)
+    preparer = conn.dialect.identifier_preparer
+    target = (
+        preparer.quote(name) if schema is None else f"{preparer.quote_schema(schema)}.{preparer.quote(name)}"
+    )
+    cols = ", ".join(preparer.quote(c) for c in df.columns)
+    marks = (
+        ", ".join(["?"] * len(df.columns))
+        if conn.dialect.paramstyle == "qmark"
+        else ", ".join(["%s"] * len(df.columns))
+    )
+    sql = f"INSERT INTO {target} ({cols}) VALUES ({marks})"
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        columns = [ready[c].to_numpy(dtype=object) for c in ready.columns]
+        for start in range(0, len(ready), chunksize):
+            cursor.executemany(sql, zip(*(col[start : start + chunksize] for col in columns), strict=True))
+    finally:
+        cursor.close()
 
 
 def _copy_postgres(conn: sa.Connection, df: pd.DataFrame, name: str, schema: str | None) -> None:
@@ -97,7 +145,10 @@ def _copy_postgres(conn: sa.Connection, df: pd.DataFrame, name: str, schema: str
     buf = io.StringIO()
     df.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL, date_format=None)
     buf.seek(0)
-    with raw.cursor() as cur, cur.copy(f"COPY {ident} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as cp:
+    with (
+        raw.cursor() as cur,
+        cur.copy(f"COPY {ident} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as cp,
+    ):
         while chunk := buf.read(1 << 20):
             cp.write(chunk)
 
@@ -135,15 +186,13 @@ def write_sql_tables(
             conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
         for name, df in tables.items():
             if backend == "postgresql":
-                df.head(0).to_sql(name, conn, schema=schema, if_exists="replace" if replace else "append", index=False)
+                df.head(0).to_sql(
+                    name, conn, schema=schema, if_exists="replace" if replace else "append", index=False
+                )
                 _copy_postgres(conn, df, name, schema)
             else:
-                _sqlite_ready(df).to_sql(
-                    name,
-                    conn,
-                    schema=schema,
-                    if_exists="replace" if replace else "append",
-                    index=False,
-                    chunksize=chunksize,
+                _ddl_frame(df).to_sql(
+                    name, conn, schema=schema, if_exists="replace" if replace else "append", index=False
                 )
+                _insert_dbapi(conn, df, name, schema, chunksize)
             log.debug("wrote %s: %d rows", name, len(df))
