@@ -87,9 +87,7 @@ def known_mask(ts: pd.Series, as_of: date | datetime | str | pd.Timestamp) -> np
     return (ts < end).to_numpy(dtype=bool, na_value=False)
 
 
-def rolling_cutoffs(
-    last: date | datetime | str | pd.Timestamp, n: int, step_days: int
-) -> list[pd.Timestamp]:
+def rolling_cutoffs(last: date | datetime | str | pd.Timestamp, n: int, step_days: int) -> list[pd.Timestamp]:
     """``n`` cutoff days ending at ``last``, ``step_days`` apart, oldest first (rolling origin)."""
     if n < 1 or step_days < 1:
         raise ValueError("n and step_days must be positive")

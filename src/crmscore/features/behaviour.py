@@ -1,0 +1,381 @@
+"""Behaviour features of customers at a cutoff, for churn models.
+
+Every feature is a function of the rows known at ``as_of`` only (``crmscore.features.time``):
+transactions with ``ts < cutoff_end``, tickets opened before it, customers created before it.
+Values only known later are treated as unknown at the cutoff:
+
+* a ticket closed on or after ``cutoff_end`` is *open* at the cutoff, and its resolution time
+  and CSAT (recorded at closing) are not used;
+* ``churned_at`` and label columns are never features;
+* timestamp attribute columns of ``customers`` are dropped (when they became known is unknown).
+
+Attribute columns of ``customers`` are snapshot values: they are used as given (numeric as
+float64, text as a ``category`` whose categories are the sorted values of the customers known
+at the cutoff), so keep attributes that are only set after the outcome out of the table.
+
+Transactions with ``amount < 0`` are refunds: they feed ``n_refunds`` and ``refund_amount`` and
+are not purchases (``crmscore.features.btyd.purchase_mask``). Time features are whole UTC days:
+a purchase on the cutoff day has ``recency_days`` 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+
+from crmscore.features.btyd import RefundRule, purchase_mask
+from crmscore.features.time import as_of_day_number, cutoff_end, day_index
+
+__all__ = [
+    "CUSTOMER_NON_FEATURES",
+    "attribute_features",
+    "behaviour_features",
+    "known_customer_ids",
+    "ticket_features",
+    "transaction_features",
+]
+
+logger = logging.getLogger(__name__)
+
+DateLike = date | datetime | str | pd.Timestamp
+
+#: Columns of ``customers`` that are never features (ids, dates and the contractual churn label).
+CUSTOMER_NON_FEATURES: frozenset[str] = frozenset({"customer_id", "created_at", "churned_at"})
+
+
+def _known(ts: pd.Series, end: pd.Timestamp) -> np.ndarray:
+    return (ts < end).to_numpy(dtype=bool, na_value=False, copy=True)
+
+
+def known_customer_ids(
+    customers: pd.DataFrame | None, transactions: pd.DataFrame | None, as_of: DateLike
+) -> pd.Index:
+    """Customers known at ``as_of``, sorted.
+
+    A customer is known when ``created_at < cutoff_end(as_of)``; a customer without a
+    ``created_at`` (missing column or value) is known once a transaction of theirs is known.
+    Without a ``customers`` table, the customers with a known transaction are known.
+
+    Returns
+    -------
+    pandas.Index
+        Sorted unique ``customer_id`` values, named ``customer_id``.
+    """
+    end = cutoff_end(as_of)
+    with_tx = pd.Index([], dtype="str")
+    if transactions is not None and len(transactions):
+        with_tx = pd.Index(transactions["customer_id"][_known(transactions["ts"], end)].dropna().unique())
+    if customers is None:
+        ids = with_tx
+    else:
+        cid = customers["customer_id"]
+        if "created_at" in customers:
+            created = customers["created_at"]
+            by_date = _known(created, end)
+            undated = created.isna().to_numpy(dtype=bool, copy=True)
+        else:
+            by_date = np.zeros(len(customers), dtype=bool)
+            undated = np.ones(len(customers), dtype=bool)
+        undated &= cid.isin(with_tx).to_numpy(dtype=bool, copy=True)
+        ids = pd.Index(cid[by_date | undated].dropna().unique())
+    return pd.Index(np.sort(ids.astype("str").to_numpy()), dtype="str", name="customer_id")
+
+
+def _positions(values: pd.Series, ids: pd.Index) -> np.ndarray:
+    return ids.get_indexer(values)
+
+
+def transaction_features(
+    transactions: pd.DataFrame,
+    ids: pd.Index,
+    as_of: DateLike,
+    *,
+    windows_days: Sequence[int] = (30, 90, 180, 365),
+    trend_window_days: int = 90,
+    refunds: RefundRule = "exclude",
+) -> pd.DataFrame:
+    """Purchase, spend, trend, gap, refund and product features per customer in ``ids``.
+
+    Parameters
+    ----------
+    transactions : DataFrame
+        Canonical transactions; rows not known at ``as_of`` or of customers outside ``ids``
+        are ignored. Not modified.
+    ids : Index
+        Customers to describe (see :func:`known_customer_ids`).
+    as_of : date-like
+        Cutoff day.
+    windows_days : sequence of int
+        Look-back windows: ``n_purchases_{w}d`` and ``spend_{w}d`` count the purchases of the
+        last ``w`` days including the cutoff day.
+    trend_window_days : int
+        ``t``: ``purchase_trend`` and ``spend_trend`` compare the last ``t`` days with the ``t``
+        days before, as ``(recent − prior) / (recent + prior)`` in [−1, 1] (NaN when both are
+        0); ``spend_change`` is ``recent − prior`` spend (expansion > 0, contraction < 0).
+    refunds : {"exclude", "include"}
+        Whether refunds count as purchases (default: no).
+
+    Returns
+    -------
+    DataFrame
+        Index ``ids``; float64 columns. Customers without a purchase have NaN recency, gap and
+        average-order features and 0 counts.
+    """
+    n = len(ids)
+    end = cutoff_end(as_of)
+    today = as_of_day_number(as_of)
+    ok = _known(transactions["ts"], end)
+    ok &= transactions["amount"].notna().to_numpy(dtype=bool, copy=True)
+    pos_all = _positions(transactions["customer_id"], ids)
+    ok &= pos_all >= 0
+    pos = pos_all[ok]
+    amt = transactions["amount"].to_numpy(dtype=np.float64, na_value=np.nan)[ok]
+    age = today - day_index(transactions["ts"][ok])
+    purchase = purchase_mask(transactions, refunds)[ok]
+    refund = amt < 0
+
+    out: dict[str, np.ndarray] = {}
+
+    def count(sel: np.ndarray) -> np.ndarray:
+        return np.bincount(pos[sel], minlength=n).astype(np.float64)
+
+    def total(sel: np.ndarray) -> np.ndarray:
+        return np.bincount(pos[sel], weights=amt[sel], minlength=n)
+
+    out["n_purchases"] = count(purchase)
+    out["spend_total"] = total(purchase)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_p = out["n_purchases"]
+        out["avg_order_value"] = np.where(n_p > 0, out["spend_total"] / n_p, np.nan)
+    for w in windows_days:
+        sel = purchase & (age < w)
+        out[f"n_purchases_{w}d"] = count(sel)
+        out[f"spend_{w}d"] = total(sel)
+
+    t = trend_window_days
+    recent = purchase & (age < t)
+    prior = purchase & (age >= t) & (age < 2 * t)
+    nr, npr = count(recent), count(prior)
+    sr, sp = total(recent), total(prior)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["purchase_trend"] = np.where(nr + npr > 0, (nr - npr) / (nr + npr), np.nan)
+        out["spend_change"] = sr - sp
+        denom = np.abs(sr) + np.abs(sp)
+        out["spend_trend"] = np.where(denom > 0, (sr - sp) / denom, np.nan)
+
+    # distinct purchase days per customer, one sort: recency, first purchase, gaps
+    recency = np.full(n, np.nan)
+    since_first = np.full(n, np.nan)
+    gap_mean = np.full(n, np.nan)
+    gap_std = np.full(n, np.nan)
+    gap_max = np.full(n, np.nan)
+    if purchase.any():
+        p_pos, p_age = pos[purchase], age[purchase]
+        span = int(p_age.max()) + 1
+        key = np.unique(p_pos.astype(np.int64) * span + p_age)  # sorted, distinct (customer, day)
+        k_pos, k_age = key // span, key % span
+        # sorted by (pos, age ascending): first row of a customer = most recent day
+        first_row = np.ones(len(key), dtype=bool)
+        first_row[1:] = k_pos[1:] != k_pos[:-1]
+        starts = np.flatnonzero(first_row)
+        ends = np.append(starts[1:], len(key)) - 1
+        cust = k_pos[starts]
+        recency[cust] = k_age[starts]
+        since_first[cust] = k_age[ends]
+        same = ~first_row[1:]
+        gaps = (k_age[1:] - k_age[:-1])[same].astype(np.float64)
+        g_pos = k_pos[1:][same]
+        n_g = np.bincount(g_pos, minlength=n)
+        s_g = np.bincount(g_pos, weights=gaps, minlength=n)
+        s2_g = np.bincount(g_pos, weights=gaps * gaps, minlength=n)
+        has = n_g > 0
+        gap_mean[has] = s_g[has] / n_g[has]
+        gap_std[has] = np.sqrt(np.maximum(s2_g[has] / n_g[has] - gap_mean[has] ** 2, 0.0))
+        mx = np.zeros(n)
+        np.maximum.at(mx, g_pos, gaps)
+        gap_max[has] = mx[has]
+    out["recency_days"] = recency
+    out["days_since_first_purchase"] = since_first
+    out["gap_mean_days"] = gap_mean
+    out["gap_std_days"] = gap_std
+    out["gap_max_days"] = gap_max
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["overdue_ratio"] = np.where(gap_mean > 0, recency / gap_mean, np.nan)
+
+    out["n_refunds"] = count(refund)
+    out["refund_amount"] = -total(refund)
+    if "product" in transactions:
+        prod = transactions["product"][ok]
+        sel = purchase & prod.notna().to_numpy(dtype=bool, copy=True)
+        codes, _ = pd.factorize(prod[sel])
+        width = int(codes.max(initial=0)) + 1
+        pairs = np.unique(pos[sel].astype(np.int64) * width + codes)
+        out["n_products"] = np.bincount(pairs // width, minlength=n).astype(np.float64)
+    else:
+        logger.info("transactions have no 'product' column: product breadth feature absent")
+    return pd.DataFrame(out, index=ids)
+
+
+def ticket_features(
+    tickets: pd.DataFrame,
+    ids: pd.Index,
+    as_of: DateLike,
+    *,
+    windows_days: Sequence[int] = (30, 90, 180, 365),
+) -> pd.DataFrame:
+    """Support-ticket features per customer in ``ids`` at ``as_of``.
+
+    ``tickets_{w}d``: tickets opened in the last ``w`` days; ``tickets_total``;
+    ``tickets_open``: opened before ``cutoff_end`` and not closed before it (a ``closed_at``
+    after the cutoff means still open); ``resolution_days_mean`` and ``csat_mean`` over the
+    tickets closed before ``cutoff_end`` only; ``days_since_last_ticket``.
+
+    Returns
+    -------
+    DataFrame
+        Index ``ids``; float64 columns.
+    """
+    n = len(ids)
+    end = cutoff_end(as_of)
+    today = as_of_day_number(as_of)
+    ok = _known(tickets["opened_at"], end)
+    pos_all = _positions(tickets["customer_id"], ids)
+    ok &= pos_all >= 0
+    pos = pos_all[ok]
+    opened = tickets["opened_at"][ok]
+    age = today - day_index(opened)
+    out: dict[str, np.ndarray] = {}
+    out["tickets_total"] = np.bincount(pos, minlength=n).astype(np.float64)
+    for w in windows_days:
+        out[f"tickets_{w}d"] = np.bincount(pos[age < w], minlength=n).astype(np.float64)
+    if "closed_at" in tickets:
+        closed = tickets["closed_at"][ok]
+        closed_known = _known(closed, end)
+    else:
+        closed = None
+        closed_known = np.zeros(len(pos), dtype=bool)
+    out["tickets_open"] = np.bincount(pos[~closed_known], minlength=n).astype(np.float64)
+    last = np.full(n, np.inf)
+    np.minimum.at(last, pos, age.astype(np.float64))
+    out["days_since_last_ticket"] = np.where(np.isinf(last), np.nan, last)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if closed is not None:
+            res = ((closed - opened) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+            sel = closed_known & ~np.isnan(res)
+            k = np.bincount(pos[sel], minlength=n)
+            s = np.bincount(pos[sel], weights=res[sel], minlength=n)
+            out["resolution_days_mean"] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+        if "csat" in tickets and closed is not None:
+            csat = tickets["csat"].to_numpy(dtype=np.float64, na_value=np.nan)[ok]
+            sel = closed_known & ~np.isnan(csat)
+            k = np.bincount(pos[sel], minlength=n)
+            s = np.bincount(pos[sel], weights=csat[sel], minlength=n)
+            out["csat_mean"] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    return pd.DataFrame(out, index=ids)
+
+
+def _as_feature(values: pd.Series, name: str) -> pd.Series | None:
+    """Numeric → float64, bool → float64, text → category (sorted categories); dates → None."""
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_timedelta64_dtype(values):
+        logger.info("attribute %r is a timestamp: dropped (its time of knowledge is unknown)", name)
+        return None
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return values.astype(np.float64)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    as_text = values.astype("str").where(values.notna())
+    cats = sorted(as_text.dropna().unique())
+    return pd.Series(pd.Categorical(as_text, categories=cats), index=values.index, name=name)
+
+
+def attribute_features(
+    customers: pd.DataFrame, ids: pd.Index, as_of: DateLike, *, exclude: Iterable[str] = ()
+) -> pd.DataFrame:
+    """Customer attributes carried through as features, plus ``tenure_days``.
+
+    Parameters
+    ----------
+    customers : DataFrame
+        Canonical customers (unique ``customer_id``). Not modified.
+    ids : Index
+        Customers known at ``as_of``.
+    as_of : date-like
+        Cutoff day.
+    exclude : iterable of str
+        Further columns that are not features (label columns).
+
+    Returns
+    -------
+    DataFrame
+        Index ``ids``. ``tenure_days`` = whole days from ``created_at`` to ``as_of`` (NaN when
+        unknown); every other column except :data:`CUSTOMER_NON_FEATURES`, ``exclude`` and
+        timestamps, numeric as float64 and text as ``category``.
+    """
+    drop = CUSTOMER_NON_FEATURES | set(exclude)
+    rows = customers.drop_duplicates("customer_id", keep="first").set_index("customer_id")
+    rows = rows.reindex(ids)
+    out: dict[str, pd.Series] = {}
+    if "created_at" in rows:
+        created = rows["created_at"]
+        tenure = np.full(len(rows), np.nan)
+        has = created.notna().to_numpy(dtype=bool, copy=True)
+        tenure[has] = as_of_day_number(as_of) - day_index(created[has])
+        out["tenure_days"] = pd.Series(tenure, index=ids)
+    for col in rows.columns:
+        if col in drop or col in out:
+            continue
+        feat = _as_feature(rows[col], col)
+        if feat is not None:
+            out[col] = feat
+    return pd.DataFrame(out, index=ids)
+
+
+def behaviour_features(
+    customers: pd.DataFrame | None,
+    transactions: pd.DataFrame | None,
+    support_tickets: pd.DataFrame | None,
+    as_of: DateLike,
+    *,
+    windows_days: Sequence[int] = (30, 90, 180, 365),
+    trend_window_days: int = 90,
+    refunds: RefundRule = "exclude",
+    exclude: Iterable[str] = (),
+) -> pd.DataFrame:
+    """All churn behaviour features for the customers known at ``as_of``.
+
+    A missing table (``None``) means its features are absent (logged), never an error.
+
+    Returns
+    -------
+    DataFrame
+        One row per customer of :func:`known_customer_ids`, index ``customer_id`` (sorted):
+        :func:`transaction_features`, :func:`ticket_features` and :func:`attribute_features`.
+    """
+    ids = known_customer_ids(customers, transactions, as_of)
+    parts = [pd.DataFrame(index=ids)]
+    if transactions is not None:
+        parts.append(
+            transaction_features(
+                transactions,
+                ids,
+                as_of,
+                windows_days=windows_days,
+                trend_window_days=trend_window_days,
+                refunds=refunds,
+            )
+        )
+    else:
+        logger.info("no transactions table: purchase features absent")
+    if support_tickets is not None:
+        parts.append(ticket_features(support_tickets, ids, as_of, windows_days=windows_days))
+    else:
+        logger.info("no support_tickets table: ticket features absent")
+    if customers is not None:
+        parts.append(attribute_features(customers, ids, as_of, exclude=exclude))
+    else:
+        logger.info("no customers table: attribute features absent")
+    return pd.concat(parts, axis=1)

@@ -1,0 +1,173 @@
+"""Feature pipeline: the point-in-time feature table at ``as_of`` and stacked training sets.
+
+Orchestration only: the feature logic lives in ``crmscore.features``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from crmscore.config import Config
+from crmscore.features.behaviour import behaviour_features
+from crmscore.features.btyd import btyd_summary
+from crmscore.features.labels import churn_labels, lead_labels
+from crmscore.features.leads import lead_features
+from crmscore.features.rfm import rfm_scores
+from crmscore.features.time import as_of_day, rolling_cutoffs
+from crmscore.schema import CRMData
+
+__all__ = [
+    "build_churn_training_set",
+    "build_feature_table",
+    "build_lead_features",
+    "build_lead_training_set",
+    "write_feature_table",
+]
+
+logger = logging.getLogger(__name__)
+
+DateLike = date | datetime | str | pd.Timestamp
+
+
+def _customer_exclusions(cfg: Config) -> tuple[str, ...]:
+    return (cfg.churn.label_column,)
+
+
+def build_feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
+    """One row per customer known at ``as_of``: BTYD summary, RFM and behaviour features.
+
+    Parameters
+    ----------
+    data : CRMData
+        Canonical CRM tables (not modified). Missing optional tables drop their features.
+    as_of : date-like
+        Cutoff day (UTC); nothing after it is used.
+    cfg : Config
+        Reads the ``features`` block (period, time unit, windows, RFM bins, refunds) and the
+        churn label column name (never a feature).
+
+    Returns
+    -------
+    DataFrame
+        Index ``customer_id`` (sorted). Columns ``frequency``, ``recency``, ``T``,
+        ``monetary_value`` (NaN for customers without a purchase; time unit
+        ``features.time_unit``), ``r_score``, ``f_score``, ``m_score``, ``rfm_score``,
+        ``rfm_segment`` and the behaviour features (see docs/features.md).
+    """
+    fc = cfg.features
+    as_of = as_of_day(as_of)
+    table = behaviour_features(
+        data.customers,
+        data.transactions,
+        data.support_tickets,
+        as_of,
+        windows_days=fc.windows_days,
+        trend_window_days=fc.trend_window_days,
+        refunds=fc.refunds,
+        exclude=_customer_exclusions(cfg),
+    )
+    parts = [table]
+    if data.transactions is not None:
+        summary = btyd_summary(
+            data.transactions, as_of, period=fc.period, time_unit=fc.time_unit, refunds=fc.refunds
+        )
+        parts.insert(0, summary.reindex(table.index))
+        parts.append(
+            rfm_scores(table["recency_days"], table["n_purchases"], table["spend_total"], bins=fc.rfm_bins)
+        )
+    else:
+        logger.warning("no transactions table: BTYD and RFM features absent")
+    out = pd.concat(parts, axis=1)
+    out.index.name = "customer_id"
+    logger.info("feature table at %s: %d customers, %d columns", as_of.date(), len(out), out.shape[1])
+    return out
+
+
+def build_lead_features(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
+    """Features of the leads open at ``as_of`` (empty frame without a leads table, logged)."""
+    if data.leads is None:
+        logger.warning("no leads table: lead features absent")
+        return pd.DataFrame(index=pd.Index([], dtype="str", name="lead_id"))
+    exclude = (cfg.leads.label_column,) if cfg.leads.label_column else ()
+    return lead_features(
+        data.leads, data.lead_activities, as_of, recent_days=cfg.features.lead_recent_days, exclude=exclude
+    )
+
+
+def _cutoffs(last_cutoff: DateLike, cfg: Config, n: int | None, step_days: int | None) -> list[pd.Timestamp]:
+    return rolling_cutoffs(
+        last_cutoff, n if n is not None else cfg.features.cutoffs, step_days or cfg.features.cutoff_step_days
+    )
+
+
+def build_churn_training_set(
+    data: CRMData,
+    last_cutoff: DateLike,
+    cfg: Config,
+    *,
+    n_cutoffs: int | None = None,
+    step_days: int | None = None,
+    observed_until: DateLike | None = None,
+) -> pd.DataFrame:
+    """Stacked churn training set over rolling-origin cutoffs (for backtests).
+
+    For each cutoff of ``rolling_cutoffs(last_cutoff, n, step)`` (defaults from
+    ``features.cutoffs`` / ``features.cutoff_step_days``): the feature table at that cutoff,
+    restricted to the customers eligible for a churn label, with the ``churn`` label and a
+    ``cutoff`` column (UTC day). Index ``customer_id`` (repeated across cutoffs).
+    """
+    frames = []
+    for c in _cutoffs(last_cutoff, cfg, n_cutoffs, step_days):
+        feats = build_feature_table(data, c, cfg)
+        labels = churn_labels(data, c, cfg.churn, refunds=cfg.features.refunds, observed_until=observed_until)
+        frame = feats.join(labels, how="inner")
+        frame.insert(0, "cutoff", c)
+        frames.append(frame)
+    return pd.concat(frames, axis=0)
+
+
+def build_lead_training_set(
+    data: CRMData,
+    last_cutoff: DateLike,
+    cfg: Config,
+    *,
+    n_cutoffs: int | None = None,
+    step_days: int | None = None,
+    observed_until: DateLike | None = None,
+) -> pd.DataFrame:
+    """Stacked lead-conversion training set over rolling-origin cutoffs (``converted`` label)."""
+    if data.leads is None:
+        raise ValueError("lead training needs the leads table")
+    frames = []
+    for c in _cutoffs(last_cutoff, cfg, n_cutoffs, step_days):
+        feats = build_lead_features(data, c, cfg)
+        labels = lead_labels(data.leads, c, cfg.leads, observed_until=observed_until)
+        frame = feats.join(labels, how="inner")
+        frame.insert(0, "cutoff", c)
+        frames.append(frame)
+    return pd.concat(frames, axis=0)
+
+
+def write_feature_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` (with its index) to ``path``: ``.csv`` or ``.parquet``/``.pq`` by extension.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"unsupported output extension {p.suffix!r}: use .csv or .parquet")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        df.to_csv(p, index=True)
+    else:
+        df.to_parquet(p, index=True)
+    logger.info("wrote %d rows to %s", len(df), p)
+    return p
