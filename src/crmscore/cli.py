@@ -149,7 +149,9 @@ def run_generate(
 
     gen = cfg.generate
     with stage(f"simulating {customers:,} customers"):
-        crm = synth.generate(customers, seed=seed, start=gen.start, end=gen.end)
+        crm = synth.generate(
+            customers, seed=seed, start=gen.start, end=gen.end, leads_per_customer=gen.leads_per_customer
+        )
     if sink is Sink.folder:
         from crmscore.io.files import write_folder
 

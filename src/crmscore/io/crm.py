@@ -8,13 +8,14 @@ large batches elsewhere, never a statement per row.
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from crmscore.config import redact_url, validate_identifier
@@ -137,20 +138,34 @@ def _insert_dbapi(
         cursor.close()
 
 
+def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    """Arrow table of ``df``; timezone-aware columns go over as UTC timestamps explicitly."""
+    arrays = []
+    for col in df.columns:
+        s = df[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            utc = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+            arrays.append(pa.array(utc, type=pa.timestamp("us", tz="UTC"), mask=np.isnat(utc)))
+        else:
+            arrays.append(pa.Array.from_pandas(s))
+    return pa.Table.from_arrays(arrays, names=[str(c) for c in df.columns])
+
+
 def _copy_postgres(conn: sa.Connection, df: pd.DataFrame, name: str, schema: str | None) -> None:
-    """Bulk load ``df`` into an existing table with ``COPY ... FROM STDIN`` (CSV)."""
+    """Bulk load ``df`` into an existing table with ``COPY ... FROM STDIN`` (CSV written by Arrow).
+
+    Arrow's C++ CSV writer formats timestamps with their UTC ``Z`` and leaves nulls as
+    unquoted empty fields, which is what PostgreSQL's CSV format reads as NULL.
+    """
     raw = conn.connection.driver_connection  # psycopg.Connection
     ident = f'"{schema}"."{name}"' if schema else f'"{name}"'
     cols = ", ".join(f'"{c}"' for c in df.columns)
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL, date_format=None)
-    buf.seek(0)
-    with (
-        raw.cursor() as cur,
-        cur.copy(f"COPY {ident} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as cp,
-    ):
-        while chunk := buf.read(1 << 20):
-            cp.write(chunk)
+    sink = io.BytesIO()
+    pa_csv.write_csv(_to_arrow(df), sink, pa_csv.WriteOptions(include_header=False))
+    payload = sink.getbuffer()
+    with raw.cursor() as cur, cur.copy(f"COPY {ident} ({cols}) FROM STDIN WITH (FORMAT csv)") as cp:
+        for start in range(0, len(payload), 1 << 22):
+            cp.write(payload[start : start + (1 << 22)])
 
 
 def write_sql_tables(
