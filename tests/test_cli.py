@@ -137,3 +137,24 @@ def test_broken_folder_reports_every_problem_with_counts_and_exits_3(workdir, mo
 def test_missing_folder_is_invalid_data(workdir, monkeypatch, capsys):
     code, text = run_cli(["validate", "--folder", "nowhere"], monkeypatch, capsys)
     assert code == 3 and "not found" in text
+
+
+def test_features_command_writes_one_row_per_known_customer(workdir, monkeypatch, capsys):
+    code, _ = run_cli(["generate", "-n", "500", "--to", "folder", "--folder", "crm"], monkeypatch, capsys)
+    assert code == 0
+    code, text = run_cli(
+        ["features", "--folder", "crm", "--as-of", "2025-06-30", "--output", "f.csv"], monkeypatch, capsys
+    )
+    assert code == 0, text
+    table = pd.read_csv(workdir / "f.csv")
+    for col in ("customer_id", "frequency", "recency", "T", "monetary_value", "rfm_segment"):
+        assert col in table.columns
+    assert table["customer_id"].is_unique
+    customers = pd.read_parquet(workdir / "crm" / "customers.parquet")
+    known = customers["created_at"] < pd.Timestamp("2025-07-01", tz="UTC")
+    assert len(table) == int(known.sum())
+
+
+def test_features_needs_a_cutoff(workdir, monkeypatch, capsys):
+    code, text = run_cli(["features", "--output", "f.csv"], monkeypatch, capsys)
+    assert code == 2 and "--as-of" in text

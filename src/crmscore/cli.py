@@ -23,6 +23,7 @@ from rich.table import Table
 from crmscore import __version__
 from crmscore.config import Config, ConfigError, load_config, redact_url
 from crmscore.progress import stage
+from crmscore.schema import CRMData
 
 __all__ = ["app", "main"]
 
@@ -299,14 +300,19 @@ def validate(
 # --------------------------------------------------------------------------- features
 
 
-def run_features(cfg: Config, as_of: date, output: Path) -> pd.DataFrame:
-    """Validate the data as of ``as_of``, build the feature table and write it to ``output``."""
+def run_features(cfg: Config, as_of: date, output: Path, data: CRMData | None = None) -> pd.DataFrame:
+    """Build the feature table as of ``as_of`` and write it to ``output``.
+
+    ``data`` is already-validated CRM data; when absent the configured source is read and
+    validated as of ``as_of`` first.
+    """
     from crmscore.pipelines.features import build_feature_table, write_feature_table
 
-    data, report = run_validate(cfg, as_of, cfg.data.quarantine.folder)
-    if not report.usable:
-        _print_report(report)
-        raise typer.Exit(EXIT_INVALID_DATA)
+    if data is None:
+        data, report = run_validate(cfg, as_of, cfg.data.quarantine.folder)
+        if not report.usable:
+            _print_report(report)
+            raise typer.Exit(EXIT_INVALID_DATA)
     with stage(f"building features as of {as_of}"):
         table = build_feature_table(data, as_of, cfg)
     write_feature_table(table, output)
@@ -378,12 +384,12 @@ def demo(
     cfg = _config()
     run_generate(cfg, customers, seed, Sink.crm, cfg.data.folder, FileFormat.parquet, None)
     as_of = cfg.generate.end
-    _data, rep = run_validate(cfg, as_of, cfg.data.quarantine.folder)
+    data, rep = run_validate(cfg, as_of, cfg.data.quarantine.folder)
     _print_report(rep)
     if not rep.usable:
         raise typer.Exit(EXIT_INVALID_DATA)
     feature_file = Path("data/features.parquet")
-    table = run_features(cfg, as_of, feature_file)
+    table = run_features(cfg, as_of, feature_file, data)
     out.print(f"features: {len(table):,} customers × {table.shape[1]} columns → {feature_file}")
     for step, issue in (("train", 6), ("score", 7), ("report", 8)):
         out.print(f"[yellow]{step}: not available yet (arrives with issue #{issue}); skipped[/]")
