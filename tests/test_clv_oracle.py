@@ -375,3 +375,35 @@ def test_plots_return_figures(model: ClvModel, cal_holdout: pd.DataFrame, cdnow_
     actual, expected = (line.get_ydata() for line in ax.lines[:2])
     # FHL 2005a fig. 2: the model tracks cumulative repeat transactions closely
     assert abs(expected[-1] - actual[-1]) / actual[-1] < 0.05
+
+
+def test_bgnbd_analytic_hessian_matches_finite_differences(summary: pd.DataFrame) -> None:
+    from crmscore.estimators import clv
+
+    x, tx, T = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
+    data = clv._BgnbdData(x, tx / T.max(), T / T.max(), np.ones(len(x)))
+    lp = np.log([0.3, 0.2, 0.9, 2.0])
+    for pen in (0.0, 0.05):
+        f, g, H = clv._bgnbd_objective(lp, data, pen, hessian=True)
+        assert (f, *g) == (clv._bgnbd_objective(lp, data, pen)[0], *clv._bgnbd_objective(lp, data, pen)[1])
+        num = clv._numerical_hessian(lambda z, p=pen: clv._bgnbd_objective(z, data, p)[1], lp, 1e-5)
+        np.testing.assert_allclose(H, num, rtol=1e-6, atol=1e-8)
+
+
+def test_bgnbd_subsample_start_then_newton_gives_the_same_fit(summary: pd.DataFrame, monkeypatch) -> None:
+    """The large-data path (BFGS on a thinned subsample, Newton on all tuples) = the direct fit."""
+    from crmscore.estimators import clv
+
+    args = [summary[c] for c in ("frequency", "recency", "T")]
+    direct = fit_bgnbd(*args)
+    assert direct["start_sample_fraction"] == 1.0
+    monkeypatch.setattr(clv, "_BGNBD_START_TUPLES", 200)
+    sub = fit_bgnbd(*args)
+    assert sub["start_sample_fraction"] < 0.5 and sub["converged"] and sub["newton_iterations"] >= 1
+    for k in ("r", "alpha", "a", "b"):
+        assert sub["params"][k] == pytest.approx(direct["params"][k], rel=1e-7)
+        assert sub["se"][k] == pytest.approx(direct["se"][k], rel=1e-5)
+    assert sub["log_likelihood"] == pytest.approx(direct["log_likelihood"], rel=1e-12)
+    per_customer = clv.bgnbd_log_likelihood(direct["params"], *args)
+    assert direct["log_likelihood"] == pytest.approx(float(per_customer.sum()), rel=1e-12)
+    assert sub["max_abs_gradient"] < 1e-8

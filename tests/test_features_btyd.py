@@ -12,6 +12,7 @@ from lifetimes.utils import calibration_and_holdout_data, summary_data_from_tran
 from crmscore.features.btyd import (
     BTYD_COLUMNS,
     CAL_HOLDOUT_COLUMNS,
+    _encode_short_strings,
     btyd_summary,
     calibration_and_holdout,
     purchase_mask,
@@ -190,3 +191,76 @@ def test_empty_and_bad_inputs():
     # no holdout transaction: zeros, not an error (lifetimes raises)
     out = calibration_and_holdout(random_tx(0), "2024-12-01", "2024-12-31")
     assert (out["frequency_holdout"] == 0).all() and (out["monetary_value_holdout"] == 0).all()
+
+
+POOL = ["a", "ab", "b", "ab0", "é", "zz", "A", "a b", "ö1", "12345", "a\x00", "Zé"]
+
+
+def _with_ids(tx: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The same transactions with the customer ids in another representation (see below)."""
+    codes = tx["customer_id"].str[1:].astype(int).to_numpy()
+    if kind == "str_mixed_length":  # arrow strings of 1-7 bytes, prefixes, non-ASCII, NUL
+        ids = pd.array([POOL[c % len(POOL)] + str(c // len(POOL)) for c in codes], dtype="str")
+    elif kind == "str_long":  # longer than 8 bytes: hashed, not packed
+        ids = pd.array([f"customer-{c:06d}" for c in codes], dtype="str")
+    elif kind == "str_missing":  # missing ids are ignored
+        ids = pd.array([None if c % 7 == 0 else f"c{c:03d}" for c in codes], dtype="str")
+    elif kind.startswith("object"):
+        ids = np.array(
+            [None if kind == "object_missing" and c % 7 == 0 else f"c{c:03d}" for c in codes], dtype=object
+        )
+    elif kind == "int":
+        ids = codes * 10
+    else:
+        raise AssertionError(kind)
+    out = tx.assign(
+        customer_id=pd.Series(ids, index=tx.index, dtype=object if kind.startswith("object") else None)
+    )
+    assert (out["customer_id"].dtype == object) == kind.startswith("object")
+    if kind == "object_sorted":  # contiguous runs in increasing order: no hashing at all
+        out = out.sort_values(["customer_id", "ts"], kind="stable")
+    elif kind == "object_grouped":  # contiguous runs, decreasing: runs hashed then ranked
+        out = out.sort_values(["customer_id", "ts"], ascending=[False, True], kind="stable")
+    return out
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "str_mixed_length",
+        "str_long",
+        "str_missing",
+        "object",
+        "object_sorted",
+        "object_grouped",
+        "object_missing",
+        "int",
+    ],
+)
+@pytest.mark.parametrize(("period", "unit", "freq", "mult"), [UNITS[1], UNITS[2]])
+def test_id_representations_match_lifetimes(kind, period, unit, freq, mult):
+    tx = _with_ids(random_tx(3, n_customers=300, n_rows=1500), kind)
+    packed = _encode_short_strings(tx["customer_id"]) is not None
+    assert packed == (kind == "str_mixed_length")
+    theirs = lifetimes_summary(tx.dropna(subset=["customer_id"]), "2024-05-31", freq, mult)
+    ours = btyd_summary(tx, "2024-05-31", period=period, time_unit=unit)
+    if kind == "int":  # integer ids stay integers
+        assert list(ours.index) == list(theirs.index)
+        ours, theirs = ours.set_axis(ours.index.astype(str)), theirs.set_axis(theirs.index.astype(str))
+    assert_same(ours, theirs)
+    known = tx.dropna(subset=["customer_id"]).assign(ts=lambda d: d["ts"].dt.tz_convert(None))
+    lt = calibration_and_holdout_data(
+        known,
+        "customer_id",
+        "ts",
+        calibration_period_end=end_of_day("2024-04-15"),
+        observation_period_end=end_of_day("2024-05-31"),
+        freq=freq,
+        freq_multiplier=mult,
+        monetary_value_col="amount",
+    ).sort_index()
+    ours = calibration_and_holdout(tx, "2024-04-15", "2024-05-31", period=period, time_unit=unit)
+    if kind == "int":
+        assert list(ours.index) == list(lt.index)
+        ours, lt = ours.set_axis(ours.index.astype(str)), lt.set_axis(lt.index.astype(str))
+    assert_same(ours, lt)
