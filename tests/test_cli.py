@@ -158,3 +158,14 @@ def test_features_command_writes_one_row_per_known_customer(workdir, monkeypatch
 def test_features_needs_a_cutoff(workdir, monkeypatch, capsys):
     code, text = run_cli(["features", "--output", "f.csv"], monkeypatch, capsys)
     assert code == 2 and "--as-of" in text
+
+
+def test_python_dash_m_and_console_script_exit_codes():
+    import subprocess
+
+    ok = subprocess.run([sys.executable, "-m", "crmscore", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "generate" in ok.stdout
+    usage = subprocess.run(
+        [sys.executable, "-m", "crmscore", "validate", "--bogus"], capture_output=True, text=True
+    )
+    assert usage.returncode == 2
