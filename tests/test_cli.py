@@ -39,11 +39,11 @@ def test_every_command_has_help(command, monkeypatch, capsys):
     assert code == 0 and "Usage" in text
 
 
-@pytest.mark.parametrize(("command", "issue"), [("train", 6), ("score", 7), ("report", 8)])
-def test_later_commands_say_so_and_fail(command, issue, monkeypatch, capsys):
+@pytest.mark.parametrize("command", ["train", "score", "report"])
+def test_commands_need_an_explicit_day(command, workdir, monkeypatch, capsys):
     code, text = run_cli([command], monkeypatch, capsys)
-    assert code == 1
-    assert f"issue #{issue}" in text
+    assert code == 2
+    assert "--as-of" in text
 
 
 def test_usage_and_config_errors_exit_2(workdir, monkeypatch, capsys):

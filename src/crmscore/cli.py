@@ -344,26 +344,269 @@ def features(
 # --------------------------------------------------------------------------- later issues
 
 
-def _not_yet(command: str, issue: int) -> NoReturn:
-    _fail(f"'crmscore {command}' is not available yet: it arrives with issue #{issue}.", EXIT_FAILURE)
+# --------------------------------------------------------------------------- train & registry
+
+
+def _print_train_result(result) -> None:
+    table = Table(title=f"training as of {result.as_of}", show_edge=False)
+    for col, justify in (
+        ("model", "left"),
+        ("v", "right"),
+        ("metric", "left"),
+        ("value", "right"),
+        ("baseline", "right"),
+        ("champion", "right"),
+        ("promoted", "left"),
+        ("why", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+
+    def num(v: float | None) -> str:
+        return "—" if v is None else f"{v:.4f}"
+
+    notes = []
+    for kind, m in result.models.items():
+        if m.status != "trained":
+            table.add_row(kind, "—", m.metric or "—", "—", "—", "—", "[red]failed[/]", m.reason)
+            continue
+        champ = f"{num(m.champion_value)} v{m.champion_version}" if m.champion_version else "—"
+        promoted = "[green]yes[/]" if m.promoted else "[yellow]no[/]"
+        table.add_row(
+            kind,
+            str(m.version),
+            m.metric,
+            num(m.value),
+            num(m.baseline_value),
+            champ,
+            promoted,
+            m.promotion_reason,
+        )
+        if m.baseline:
+            notes.append(f"{kind}: {m.baseline}")
+    out.print(table)
+    if notes:
+        out.print("best baselines — " + "; ".join(notes), highlight=False)
+    out.print(f"parent run {result.parent_run_id} at {redact_url(result.tracking_uri)}", highlight=False)
+
+
+def _parse_only(only: str) -> list[str]:
+    kinds = [k.strip() for k in only.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("churn", "leads", "clv")]
+    if bad or not kinds:
+        raise typer.BadParameter(
+            f"unknown model(s) {bad}: choose from churn, leads, clv", param_hint="--only"
+        )
+    return kinds
 
 
 @app.command()
-def train() -> None:
-    """Retrain every model, track it in MLflow and register it (not available yet: issue #6)."""
-    _not_yet("train", 6)
+def train(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Training cutoff day YYYY-MM-DD (default: training.as_of in params)."),
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Comma-separated subset of churn,leads,clv.")
+    ] = None,
+    report_json: Annotated[
+        Path | None, typer.Option("--report-json", help="Also write the training summary as JSON here.")
+    ] = None,
+) -> None:
+    """Retrain every model, track it in MLflow (one run, a child per model) and register it.
+
+    A new version gets the alias @challenger and becomes @champion only through the metric
+    gate in training.promotion. Exits 1 when a model could not be trained, 3 on unusable data.
+    """
+    cfg = _config()
+    day = _parse_day(as_of, "--as-of") or cfg.training.as_of
+    if day is None:
+        _fail("give --as-of or set training.as_of in params.yaml (crmscore never assumes 'now')", EXIT_USAGE)
+    kinds = None if only is None else _parse_only(only)
+    from crmscore.pipelines.train import train_models
+
+    try:
+        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder)
+    except FileNotFoundError as exc:
+        _fail(str(exc), EXIT_INVALID_DATA)
+    if not rep.usable:
+        _print_report(rep)
+        raise typer.Exit(EXIT_INVALID_DATA)
+    result = train_models(cfg, day, only=kinds, data=data, report=rep)
+    _print_train_result(result)
+    if report_json is not None:
+        report_json.parent.mkdir(parents=True, exist_ok=True)
+        report_json.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+class ModelKind(StrEnum):
+    churn = "churn"
+    leads = "leads"
+    clv = "clv"
 
 
 @app.command()
-def score() -> None:
-    """Score customers and leads and write the scores back to the CRM (not available yet: issue #7)."""
-    _not_yet("score", 7)
+def promote(
+    model: Annotated[ModelKind, typer.Argument(help="Which model: churn, leads or clv.")],
+    version: Annotated[
+        int | None, typer.Option("--version", help="Version to promote (default: the @challenger).")
+    ] = None,
+) -> None:
+    """Move the @champion alias to a version by hand (recorded in the registry's history tag)."""
+    cfg = _config()
+    from crmscore.tracking import CHALLENGER, TrackingSession
+
+    name = getattr(cfg.tracking.registered_names, model.value)
+    with TrackingSession(cfg.tracking) as ts:
+        if version is None:
+            try:
+                version = int(ts.client.get_model_version_by_alias(name, CHALLENGER).version)
+            except Exception:
+                _fail(f"{name} has no @{CHALLENGER}: give --version", EXIT_FAILURE)
+        before = ts.champion(name)
+        ts.promote(name, version, "promoted by hand (crmscore promote)")
+    out.print(f"{name}: @champion v{before if before is not None else '—'} → v{version}", highlight=False)
 
 
 @app.command()
-def report() -> None:
-    """Write the KPI and model report as HTML and JSON (not available yet: issue #8)."""
-    _not_yet("report", 8)
+def rollback(
+    model: Annotated[ModelKind, typer.Argument(help="Which model: churn, leads or clv.")],
+) -> None:
+    """Move @champion back to the previous champion version (recorded in a tag)."""
+    cfg = _config()
+    from crmscore.tracking import TrackingSession
+    from crmscore.tracking import rollback as _rollback
+
+    name = getattr(cfg.tracking.registered_names, model.value)
+    with TrackingSession(cfg.tracking) as ts:
+        try:
+            before, after = _rollback(ts.client, name)
+        except ValueError as exc:
+            _fail(str(exc), EXIT_FAILURE)
+    out.print(f"{name}: @champion v{before} → v{after}", highlight=False)
+
+
+@app.command()
+def export(
+    folder: Annotated[
+        Path | None, typer.Option("--folder", help="Where to write (default: tracking.export_dir).")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Comma-separated subset of churn,leads,clv.")
+    ] = None,
+) -> None:
+    """Write the @champion models as self-contained MLflow model folders for offline scoring."""
+    cfg = _config()
+    from crmscore.tracking import TrackingSession, export_champions
+
+    kinds = _parse_only(only) if only else ["churn", "leads", "clv"]
+    names = {k: getattr(cfg.tracking.registered_names, k) for k in kinds}
+    target = folder or cfg.tracking.export_dir
+    with TrackingSession(cfg.tracking) as ts, stage(f"exporting champions to {target}"):
+        written = export_champions(ts, names, target)
+    for kind, path in written.items():
+        out.print(f"{kind}: {path}", highlight=False)
+    missing = sorted(set(kinds) - set(written))
+    if missing:
+        _fail(f"no @champion for {', '.join(missing)}", EXIT_FAILURE)
+
+
+def _validated(cfg: Config, day: date):
+    try:
+        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder)
+    except FileNotFoundError as exc:
+        _fail(str(exc), EXIT_INVALID_DATA)
+    if not rep.usable:
+        _print_report(rep)
+        raise typer.Exit(EXIT_INVALID_DATA)
+    return data, rep
+
+
+def run_score_command(
+    cfg: Config, day: date, data: CRMData, output: Path | None, worklist_dir: Path | None, write_back: bool
+) -> None:
+    """Score, write back, print a summary (shared by ``score`` and ``demo``)."""
+    from crmscore.pipelines.score import NoChampionError, run_score
+    from crmscore.scoring import ScoreValidationError
+
+    try:
+        run = run_score(data, day, cfg, output=output, worklist_dir=worklist_dir, write_back=write_back)
+    except (NoChampionError, ScoreValidationError) as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    versions = ", ".join(f"{v['name']} v{v['version']}" for v in run.model_versions.values())
+    n_leads = 0 if run.lead_scores is None else len(run.lead_scores)
+    out.print(
+        f"scored {len(run.customer_scores):,} customers and {n_leads:,} leads as of {day} with {versions}"
+    )
+    out.print(f"run {run.run_id}", highlight=False)
+    if run.written is not None:
+        out.print(
+            f"written to the CRM: latest {run.written.latest_updated}, history {run.written.history_inserted}"
+        )
+    for path in run.files:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def score(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Scoring day YYYY-MM-DD (required).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the scores to this CSV or Parquet file.")
+    ] = None,
+    worklist_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the customer-success worklist (default: reports/).")
+    ] = None,
+    write_back: Annotated[
+        bool, typer.Option("--write/--no-write", help="Write the scores back to the CRM store.")
+    ] = True,
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source."),
+    ] = None,
+) -> None:
+    """Score every customer and open lead with the @champion models and write the scores to the CRM.
+
+    Writes latest scores and history in one transaction (a replay changes nothing) and a
+    worklist of accounts ranked by value at risk. Exits 1 when a model has no champion or the
+    scores fail their checks, 3 on unusable data.
+    """
+    cfg = _source_option_overrides(_config(), folder)
+    day = _parse_day(as_of, "--as-of")
+    if day is None:
+        _fail("give --as-of: the scoring day (crmscore never assumes 'now')", EXIT_USAGE)
+    data, _ = _validated(cfg, day)
+    run_score_command(cfg, day, data, output, worklist_dir, write_back)
+
+
+@app.command()
+def report(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Report day YYYY-MM-DD (required).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file to write (default: report.html_path).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="JSON file of every number (default: report.json_path).")
+    ] = None,
+    train_json: Annotated[
+        Path | None, typer.Option(help="The --report-json of 'crmscore train' for the model-quality section.")
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source."),
+    ] = None,
+) -> None:
+    """Write the KPI and model report: one self-contained HTML file and a JSON file of every number."""
+    from crmscore.pipelines.report import run_report
+
+    cfg = _source_option_overrides(_config(), folder)
+    day = _parse_day(as_of, "--as-of")
+    if day is None:
+        _fail("give --as-of: the report day", EXIT_USAGE)
+    data, _ = _validated(cfg, day)
+    with stage("building the report"):
+        html, js = run_report(data, day, cfg, html_path=output, json_path=json_out, train_summary=train_json)
+    out.print(f"report written to {html} and {js}", highlight=False)
 
 
 # --------------------------------------------------------------------------- demo
@@ -378,9 +621,12 @@ def demo(
 ) -> None:
     """Run the whole job end to end on the embedded default (a synthetic SQLite CRM).
 
-    Runs generate → validate → features → train → score → report; steps that have not
-    landed yet are named and skipped.
+    generate → validate → features → train (MLflow) → score (written back to the CRM, worklist)
+    → report, as of the last day of the synthetic data.
     """
+    from crmscore.pipelines.report import run_report
+    from crmscore.pipelines.train import train_models
+
     cfg = _config()
     run_generate(cfg, customers, seed, Sink.crm, cfg.data.folder, FileFormat.parquet, None)
     as_of = cfg.generate.end
@@ -391,8 +637,17 @@ def demo(
     feature_file = Path("data/features.parquet")
     table = run_features(cfg, as_of, feature_file, data)
     out.print(f"features: {len(table):,} customers × {table.shape[1]} columns → {feature_file}")
-    for step, issue in (("train", 6), ("score", 7), ("report", 8)):
-        out.print(f"[yellow]{step}: not available yet (arrives with issue #{issue}); skipped[/]")
+    result = train_models(cfg, as_of, data=data, report=rep)
+    _print_train_result(result)
+    train_json = Path("data/train.json")
+    train_json.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    run_score_command(cfg, as_of, data, Path("data/scores.parquet"), Path("reports"), True)
+    with stage("building the report"):
+        html, js = run_report(data, as_of, cfg, train_summary=train_json)
+    out.print(f"report written to {html} and {js}", highlight=False)
+    out.print("browse the MLflow runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def main() -> None:

@@ -32,7 +32,11 @@ __all__ = [
     "FeaturesConfig",
     "GenerateConfig",
     "LeadsConfig",
+    "ReportConfig",
+    "ScoringConfig",
     "TableConfig",
+    "TrackingConfig",
+    "TrainingConfig",
     "load_config",
     "redact_url",
     "validate_identifier",
@@ -287,6 +291,171 @@ class ClvConfig(_Block):
     n_bootstrap: int = Field(200, ge=10)
 
 
+class ScoringConfig(_Block):
+    """Batch scoring outputs (``crmscore score``): tables, checks, trend, health score, worklist.
+
+    See docs/scoring.md for the formulas (health score, trend, cold start) and the write-back
+    transaction.
+    """
+
+    #: output tables in the CRM store (validated identifiers, always quoted)
+    customer_scores_table: str = "customer_scores"
+    customer_history_table: str = "customer_score_history"
+    lead_scores_table: str = "lead_scores"
+    lead_history_table: str = "lead_score_history"
+    #: refuse a score set with fewer rows than this share of the previous run's rows
+    min_rows_ratio: float = Field(0.5, ge=0, le=1)
+    #: trend: change of churn probability vs the previous run beyond ± this is improving/declining
+    trend_threshold: float = Field(0.05, gt=0, lt=1)
+    #: cold start: tenure below N days, or fewer than M purchases (2 = no repeat purchase yet)
+    cold_start_min_tenure_days: int = Field(90, ge=0)
+    cold_start_min_purchases: int = Field(2, ge=0)
+    #: health score 0-100: weights of its components (renormalised over those available per row)
+    health_weights: dict[Literal["retention", "alive", "engagement", "support"], float] = Field(
+        default_factory=lambda: {"retention": 0.4, "alive": 0.2, "engagement": 0.25, "support": 0.15}
+    )
+    #: engagement: recency decays with this half-life (days since the last purchase)
+    engagement_half_life_days: float = Field(60.0, gt=0)
+    #: support: CSAT scale (lowest, highest)
+    csat_scale: tuple[float, float] = (1.0, 5.0)
+    #: customer-success worklist: number of accounts (ranked by value at risk), bands included
+    worklist_top_n: int = Field(200, ge=1)
+    worklist_bands: tuple[Literal["high", "medium", "low"], ...] = ("high", "medium")
+    #: rows per executemany batch (SQLite and other non-PostgreSQL stores)
+    chunksize: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoringConfig:
+        keys = ("customer_scores_table", "customer_history_table", "lead_scores_table", "lead_history_table")
+        names = [validate_identifier(getattr(self, k), f"scoring.{k}") for k in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("the four score tables need distinct names")
+        if any(w < 0 for w in self.health_weights.values()) or sum(self.health_weights.values()) <= 0:
+            raise ValueError("health_weights must be >= 0 with a positive sum")
+        if not self.csat_scale[0] < self.csat_scale[1]:
+            raise ValueError("csat_scale must be (lowest, highest) with lowest < highest")
+        return self
+
+
+class ClassifierGate(_Block):
+    """Absolute floors a churn or lead model must meet to become ``champion``."""
+
+    #: the primary metric (ROC AUC on the latest evaluation window) must reach this
+    min_roc_auc: float = Field(0.6, ge=0, le=1)
+    #: expected calibration error must not exceed this (None: not checked)
+    max_ece: float | None = Field(0.1, gt=0)
+
+
+class ClvGate(_Block):
+    """Absolute floors the CLV model must meet to become ``champion``."""
+
+    #: holdout MAE of per-customer repeat purchases must not exceed this (None: not checked)
+    max_holdout_mae: float | None = Field(None, gt=0)
+    #: |aggregate holdout purchases error| in percent must not exceed this (None: not checked)
+    max_abs_aggregate_error_pct: float | None = Field(25.0, gt=0)
+
+
+class PromotionConfig(_Block):
+    """Metric gate that moves the ``champion`` alias to a new version.
+
+    A new version (alias ``challenger``) becomes ``champion`` only if every absolute floor is
+    met and its primary metric on the latest evaluation window is not worse than
+    ``min_relative_to_champion`` of the champion's on the same window (ROC AUC: higher is
+    better, ``new >= ratio * champion``; CLV holdout MAE: lower is better,
+    ``new <= champion / ratio``). Without a champion the floors decide.
+    """
+
+    min_relative_to_champion: float = Field(0.95, gt=0, le=1)
+    churn: ClassifierGate = Field(default_factory=ClassifierGate)
+    leads: ClassifierGate = Field(default_factory=ClassifierGate)
+    clv: ClvGate = Field(default_factory=ClvGate)
+
+
+ModelKind = Literal["churn", "leads", "clv"]
+
+
+class TrainingConfig(_Block):
+    """``crmscore train``: cutoffs, the models to train and the promotion rule."""
+
+    #: training cutoff day; required here or as ``--as-of`` (crmscore never assumes "now")
+    as_of: date | None = None
+    models: tuple[ModelKind, ...] = ("churn", "leads", "clv")
+    #: CLV evaluation: the model is fitted on the data known ``clv_holdout_days`` before
+    #: ``as_of`` and its purchase forecasts are checked on the days up to ``as_of``
+    clv_holdout_days: int = Field(180, gt=0)
+    #: log ROC/PR/calibration/gains and CLV diagnostic plots as PNG artefacts
+    log_plots: bool = True
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+
+class RegisteredNames(_Block):
+    """Registered model name of each model in the MLflow registry."""
+
+    churn: str = "crmscore-churn"
+    leads: str = "crmscore-leads"
+    clv: str = "crmscore-clv"
+
+
+class TrackingConfig(_Block):
+    """MLflow tracking and registry (used only by ``crmscore.tracking``).
+
+    ``MLFLOW_TRACKING_URI`` in the environment wins over ``tracking_uri``; credentials of a
+    tracking server go in the environment (``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or the
+    URI in ``MLFLOW_TRACKING_URI``), never here.
+    """
+
+    #: embedded default: SQLite file under the project (MLflow 3's registry needs a DB store)
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    #: registry URI (None: the tracking URI)
+    registry_uri: str | None = None
+    #: artefact root of a new experiment on a local store (ignored when the server decides)
+    artifact_location: Path = Path("mlruns/artifacts")
+    experiment: str = "crmscore"
+    registered_names: RegisteredNames = Field(default_factory=RegisteredNames)
+    #: where ``crmscore export`` writes the champion models
+    export_dir: Path = Path("models")
+
+    @field_validator("tracking_uri", "registry_uri")
+    @classmethod
+    def _no_secret(cls, v: str | None) -> str | None:
+        if v is not None and re.search(r"://[^:/@]+:[^@]+@", v):
+            raise ValueError("the URI carries a password; set MLFLOW_TRACKING_URI in the environment instead")
+        return v
+
+
+class ReportConfig(_Block):
+    """KPI and model report (``crmscore.kpis``, ``crmscore.report``).
+
+    A customer is *active* at an instant ``t`` when created before ``t`` and not churned:
+    ``customer_definition="contractual"``: ``churned_at`` missing or ``>= t``;
+    ``"activity"`` (non-contractual businesses): additionally a purchase in the
+    ``activity_window_days`` days before ``t`` (and not contractually churned before ``t``).
+    """
+
+    #: KPI period: calendar months or quarters (UTC)
+    period: Literal["month", "quarter"] = "month"
+    #: number of complete periods shown in the trends (ending with the last one by as_of)
+    n_periods: int = Field(12, ge=2, le=120)
+    customer_definition: Literal["activity", "contractual"] = "activity"
+    activity_window_days: int = Field(180, gt=0)
+    #: a lead is qualified when every listed attribute takes one of the listed values ({}: all leads)
+    qualified_lead: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    #: lead conversion rate: converted within N days of creation (cohorts of the period)
+    lead_conversion_window_days: int = Field(90, gt=0)
+    #: share of customers in the "top customers" revenue concentration KPI
+    top_customer_fraction: float = Field(0.2, gt=0, lt=1)
+    #: accounts listed in the at-risk table
+    top_n: int = Field(25, ge=1, le=1000)
+    currency: str = "EUR"
+    title: str = "Customer KPIs and model report"
+    html_path: Path = Path("reports/report.html")
+    json_path: Path = Path("reports/report.json")
+    #: standalone model section (no model_summary given): CLV holdout length and quick churn model size
+    clv_holdout_days: int = Field(180, gt=0)
+    quick_n_estimators: int = Field(100, gt=0)
+    quick_cutoffs: int = Field(3, ge=2)
+
+
 class OpenBlock(_Block):
     """A stage block whose keys arrive with a later issue; any mapping is accepted for now."""
 
@@ -302,10 +471,10 @@ class Config(_Block):
     churn: ChurnConfig = Field(default_factory=ChurnConfig)
     leads: LeadsConfig = Field(default_factory=LeadsConfig)
     clv: ClvConfig = Field(default_factory=ClvConfig)
-    training: OpenBlock = Field(default_factory=OpenBlock)
-    tracking: OpenBlock = Field(default_factory=OpenBlock)
-    scoring: OpenBlock = Field(default_factory=OpenBlock)
-    report: OpenBlock = Field(default_factory=OpenBlock)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

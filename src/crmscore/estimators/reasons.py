@@ -33,6 +33,7 @@ __all__ = [
     "FEATURE_LABELS",
     "feature_contributions",
     "feature_label",
+    "rank_contributions",
     "reasons_json",
     "rows_to_explain",
     "top_reasons",
@@ -232,9 +233,24 @@ def top_reasons(
         given in ``X``; None when missing) and ``contribution`` (log-odds). Zero
         contributions are never reasons.
     """
+    return rank_contributions(feature_contributions(pipeline, X), X, n=n, labels=labels)
+
+
+def rank_contributions(
+    contributions: pd.DataFrame,
+    X: pd.DataFrame,
+    *,
+    n: int = 5,
+    labels: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Top ``n`` positive and negative reasons from per-row contributions (see :func:`top_reasons`).
+
+    ``contributions`` has one column per feature plus ``expected_value`` (as from
+    :func:`feature_contributions` or a loaded model bundle), rows aligned with ``X``.
+    """
     if n < 1:
         raise ValueError("n must be at least 1")
-    contrib = feature_contributions(pipeline, X).drop(columns=EXPECTED_VALUE)
+    contrib = contributions.drop(columns=EXPECTED_VALUE)
     features = np.asarray(contrib.columns)
     C = contrib.to_numpy()
     k = min(n, C.shape[1])

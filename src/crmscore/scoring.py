@@ -1,0 +1,579 @@
+"""Assembly and checks of the score rows written back to the CRM (shared/design.md §3).
+
+Pure functions: model outputs in, score frames out; nothing is read or written here
+(``crmscore.io.scores`` writes, ``crmscore.worklist`` renders). Input frames are never modified.
+
+Customer rows (:data:`CUSTOMER_SCORE_COLUMNS`) combine the churn model
+(``churn_probability``, ``churn_risk``, ``top_reasons``), the CLV model (``p_alive``,
+``expected_purchases``, ``predicted_clv`` with intervals) and the feature table (RFM segment,
+engagement and support measures) into ``value_at_risk``, a 0–100 ``health_score``, a ``trend``
+against the previous run and a ``cold_start`` flag. Lead rows (:data:`LEAD_SCORE_COLUMNS`)
+carry the lead model's outputs. Every row names its model versions, ``run_id`` and
+``scored_at``. Formulas: docs/scoring.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from crmscore.config import ScoringConfig
+
+__all__ = [
+    "CUSTOMER_SCORE_COLUMNS",
+    "LEAD_SCORE_COLUMNS",
+    "ScoreValidationError",
+    "assemble_customer_scores",
+    "assemble_lead_scores",
+    "check_customer_scores",
+    "check_lead_scores",
+    "cold_start_flags",
+    "health_score",
+    "trend_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["id", "date", "timestamp", "float", "int", "text", "bool"]
+
+#: Column → kind of the ``customer_scores`` / ``customer_score_history`` rows, in order.
+CUSTOMER_SCORE_COLUMNS: dict[str, Kind] = {
+    "customer_id": "id",
+    "as_of": "date",
+    "churn_probability": "float",
+    "churn_risk": "text",
+    "p_alive": "float",
+    "expected_purchases": "float",
+    "expected_purchases_lower": "float",
+    "expected_purchases_upper": "float",
+    "predicted_clv": "float",
+    "predicted_clv_lower": "float",
+    "predicted_clv_upper": "float",
+    "value_at_risk": "float",
+    "health_score": "float",
+    "rfm_segment": "text",
+    "top_reasons": "text",
+    "trend": "text",
+    "cold_start": "bool",
+    "churn_model": "text",
+    "churn_model_version": "text",
+    "clv_model": "text",
+    "clv_model_version": "text",
+    "run_id": "text",
+    "scored_at": "timestamp",
+}
+#: Column → kind of the ``lead_scores`` / ``lead_score_history`` rows, in order.
+LEAD_SCORE_COLUMNS: dict[str, Kind] = {
+    "lead_id": "id",
+    "as_of": "date",
+    "conversion_probability": "float",
+    "lead_score": "int",
+    "lead_grade": "text",
+    "top_reasons": "text",
+    "model": "text",
+    "model_version": "text",
+    "run_id": "text",
+    "scored_at": "timestamp",
+}
+#: CLV columns: missing (NULL) only for customers without any purchase (BG/NBD has no estimate).
+CLV_COLUMNS: tuple[str, ...] = (
+    "p_alive",
+    "expected_purchases",
+    "expected_purchases_lower",
+    "expected_purchases_upper",
+    "predicted_clv",
+    "predicted_clv_lower",
+    "predicted_clv_upper",
+)
+#: Columns that may be missing: reasons (only explained rows carry them) and CLV (see above).
+_NULLABLE: frozenset[str] = frozenset({"top_reasons", *CLV_COLUMNS})
+NO_PURCHASES = "No purchases"
+TRENDS: tuple[str, ...] = ("improving", "steady", "declining", "new")
+
+
+class ScoreValidationError(ValueError):
+    """Scores failed a check before writing; the message names the table, column and problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# components
+
+
+def _col(frame: pd.DataFrame, name: str, index: pd.Index) -> pd.Series:
+    """``frame[name]`` as float64 aligned on ``index`` (all NaN when the column is absent)."""
+    if name in frame.columns:
+        return pd.to_numeric(frame[name], errors="coerce").astype(np.float64).reindex(index)
+    return pd.Series(np.nan, index=index, dtype=np.float64)
+
+
+def _nanmean(*parts: pd.Series) -> pd.Series:
+    stacked = pd.concat(parts, axis=1)
+    return stacked.mean(axis=1, skipna=True)
+
+
+def health_score(
+    churn_probability: pd.Series,
+    p_alive: pd.Series,
+    features: pd.DataFrame,
+    cfg: ScoringConfig,
+) -> pd.Series:
+    """Customer health 0–100 (Gainsight-style weighted blend of measures, each in [0, 1]).
+
+    Components (each 0 = bad, 1 = good):
+
+    * ``retention`` = 1 − churn probability;
+    * ``alive`` = P(alive) of the BG/NBD model;
+    * ``engagement`` = mean of the available of ``0.5 ** (recency_days / half_life)``
+      (``scoring.engagement_half_life_days``) and ``(1 + purchase_trend) / 2``;
+    * ``support`` = mean of the available of ``1 / (1 + tickets_open)`` and the CSAT mean
+      rescaled from ``scoring.csat_scale`` to [0, 1].
+
+    ``health = 100 * sum(w_k * c_k) / sum(w_k)`` over the components available for the row
+    (weights ``scoring.health_weights``), so a missing measure (no support table, no purchase)
+    neither rewards nor penalises. Rounded to one decimal. Retention is always available.
+
+    Parameters
+    ----------
+    churn_probability, p_alive : Series
+        Indexed like ``features``.
+    features : DataFrame
+        Feature table (``recency_days``, ``purchase_trend``, ``tickets_open``, ``csat_mean``
+        used when present).
+    cfg : ScoringConfig
+        Weights, half-life and CSAT scale.
+
+    Returns
+    -------
+    Series
+        float64 in [0, 100], indexed like ``features``.
+    """
+    idx = features.index
+    recency = _col(features, "recency_days", idx)
+    trend = _col(features, "purchase_trend", idx).clip(-1, 1)
+    open_t = _col(features, "tickets_open", idx).clip(lower=0)
+    lo, hi = cfg.csat_scale
+    csat = ((_col(features, "csat_mean", idx) - lo) / (hi - lo)).clip(0, 1)
+    comps = {
+        "retention": 1.0 - churn_probability.reindex(idx).astype(np.float64),
+        "alive": p_alive.reindex(idx).astype(np.float64).clip(0, 1),
+        "engagement": _nanmean(
+            0.5 ** (recency.clip(lower=0) / cfg.engagement_half_life_days), (1 + trend) / 2
+        ),
+        "support": _nanmean(1.0 / (1.0 + open_t), csat),
+    }
+    num = pd.Series(0.0, index=idx)
+    den = pd.Series(0.0, index=idx)
+    for name, c in comps.items():
+        w = float(cfg.health_weights.get(name, 0.0))  # type: ignore[call-overload]
+        if w == 0:
+            continue
+        ok = c.notna()
+        num = num + w * c.fillna(0.0)
+        den = den + w * ok.astype(np.float64)
+    out = (100.0 * num / den.where(den > 0)).clip(0, 100).round(1)
+    return out.astype(np.float64)
+
+
+def trend_labels(churn_probability: pd.Series, previous: pd.Series | None, threshold: float) -> pd.Series:
+    """``improving`` / ``steady`` / ``declining`` from the change of churn probability; ``new``.
+
+    ``delta = p_now − p_previous``: ``delta <= −threshold`` is improving (less likely to
+    churn), ``delta >= threshold`` declining, otherwise steady; customers without a previous
+    score are ``new``.
+    """
+    idx = churn_probability.index
+    if previous is None:
+        return pd.Series("new", index=idx, dtype=object)
+    prev = previous.reindex(idx).astype(np.float64)
+    delta = churn_probability.astype(np.float64) - prev
+    tol = 1e-9  # a change of exactly the threshold counts despite float rounding (0.50 - 0.45)
+    out = np.select(
+        [prev.isna(), delta <= -threshold + tol, delta >= threshold - tol],
+        ["new", "improving", "declining"],
+        default="steady",
+    )
+    return pd.Series(out.astype(object), index=idx)
+
+
+def cold_start_flags(features: pd.DataFrame, cfg: ScoringConfig) -> pd.Series:
+    """True where the history is too short to trust the scores.
+
+    Cold start: tenure (``tenure_days``, else ``days_since_first_purchase``) below
+    ``scoring.cold_start_min_tenure_days`` or unknown, or fewer than
+    ``scoring.cold_start_min_purchases`` purchases (``n_purchases``; no purchase counts as 0).
+    """
+    idx = features.index
+    tenure = _col(features, "tenure_days", idx).fillna(_col(features, "days_since_first_purchase", idx))
+    n = _col(features, "n_purchases", idx).fillna(0.0)
+    short = ~(tenure >= cfg.cold_start_min_tenure_days)
+    few = n < cfg.cold_start_min_purchases
+    return (short | few).astype(bool)
+
+
+def _day(as_of: date | datetime | str | pd.Timestamp) -> date:
+    ts = pd.Timestamp(as_of)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC")
+    if ts != ts.normalize():
+        raise ValueError(f"as_of must be a day, got {as_of!r}")
+    return ts.date()
+
+
+def _utc(ts: datetime | pd.Timestamp | str) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    if t.tzinfo is None:
+        raise ValueError("scored_at must be timezone-aware (UTC)")
+    return t.tz_convert("UTC").as_unit("us")
+
+
+def _version(model_versions: Mapping[str, Any], key: str) -> tuple[str, str]:
+    """``(name, version)`` of ``model_versions[key]``: a ``(name, version)`` pair or a mapping."""
+    try:
+        v = model_versions[key]
+    except KeyError:
+        raise ValueError(f"model_versions needs {key!r}: (registered name, version)") from None
+    name, ver = (v["name"], v["version"]) if isinstance(v, Mapping) else v
+    return str(name), str(ver)
+
+
+# --------------------------------------------------------------------------------------------
+# assembly
+
+
+def _contain_point(out: pd.DataFrame) -> None:
+    """Widen bootstrap intervals that miss their point estimate (in place); refuse lower > upper.
+
+    The parametric-bootstrap quantiles (``ClvModel.predict_interval``) need not contain the
+    plug-in point estimate for every customer; the reported interval is widened to contain it
+    (count logged). Bounds in the wrong order mean swapped columns: an error.
+    """
+    for base in ("expected_purchases", "predicted_clv"):
+        lo_c, hi_c = f"{base}_lower", f"{base}_upper"
+        lo, pt, hi = (out[c].to_numpy(dtype=np.float64) for c in (lo_c, base, hi_c))
+        with np.errstate(invalid="ignore"):
+            swapped = lo > hi
+            outside = (pt < lo) | (pt > hi)
+        if swapped.any():
+            raise ScoreValidationError(
+                f"customer_scores.{base}: {int(swapped.sum())} rows with lower > upper (columns swapped?)"
+            )
+        if outside.any():
+            logger.warning(
+                "%s: %d intervals did not contain the point estimate; widened to contain it",
+                base,
+                int(outside.sum()),
+            )
+            out[lo_c] = np.fmin(lo, pt)
+            out[hi_c] = np.fmax(hi, pt)
+
+
+def assemble_customer_scores(
+    features: pd.DataFrame,
+    churn_out: pd.DataFrame,
+    clv_out: pd.DataFrame,
+    clv_interval: pd.DataFrame | None,
+    *,
+    as_of: date | datetime | str | pd.Timestamp,
+    run_id: str,
+    model_versions: Mapping[str, Any],
+    scored_at: datetime | pd.Timestamp,
+    previous: pd.DataFrame | None,
+    cfg: ScoringConfig,
+) -> pd.DataFrame:
+    """Rows of ``customer_scores`` for the customers of ``features``.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Feature table at ``as_of`` (index ``customer_id``): the customers to score.
+    churn_out : DataFrame
+        ``CalibratedChurnModel.predict_frame`` output (``churn_probability``, ``churn_risk``,
+        ``top_reasons``), indexed by ``customer_id``.
+    clv_out : DataFrame
+        ``ClvModel.predict`` output (``p_alive``, ``expected_purchases``, ``predicted_clv``)
+        for the customers with a purchase (others get NULL CLV columns).
+    clv_interval : DataFrame or None
+        ``ClvModel.predict_interval`` output (``*_lower`` / ``*_upper``); None leaves the
+        bounds missing (then validation refuses buyers' rows: pass it).
+    as_of : date-like
+        Scoring cutoff day.
+    run_id : str
+        Scoring run id (e.g. the MLflow run id); with ``as_of`` the history key.
+    model_versions : mapping
+        ``{"churn": (name, version), "clv": (name, version)}`` (pairs or mappings with
+        ``name`` / ``version``).
+    scored_at : datetime
+        Timezone-aware time of the run (not "now": the caller passes it once).
+    previous : DataFrame or None
+        Previous run's scores (``customer_id`` column or index, ``churn_probability``) for the
+        trend; None: every row is ``new``.
+    cfg : ScoringConfig
+        Trend threshold, cold-start rule and health-score weights.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`CUSTOMER_SCORE_COLUMNS` in order, one row per customer, sorted by id,
+        default index. ``value_at_risk = churn_probability * predicted_clv`` (0 without a CLV
+        estimate); ``top_reasons`` JSON text (None where not explained). Intervals that miss
+        their point estimate are widened to contain it (logged); lower > upper is refused.
+    """
+    idx = pd.Index(features.index.astype(str), name="customer_id")
+    feats = features.set_axis(idx, axis=0)
+
+    def align(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
+        """``frame`` on the customers of ``features`` (one index lookup per input frame)."""
+        if frame is None:
+            return None
+        keyed = frame.set_axis(pd.Index(frame.index.astype(str)), axis=0)
+        if keyed.index.has_duplicates:
+            raise ScoreValidationError(f"customer_scores: duplicate customer ids in the {what} input")
+        return keyed if keyed.index.equals(idx) else keyed.reindex(idx)
+
+    churn_a, clv_a, iv_a = align(churn_out, "churn"), align(clv_out, "CLV"), align(clv_interval, "interval")
+
+    def aligned(frame: pd.DataFrame | None, col: str, dtype: Any = np.float64) -> pd.Series:
+        if frame is None or col not in frame.columns:
+            return pd.Series(np.nan if dtype is np.float64 else None, index=idx, dtype=dtype)
+        return frame[col].astype(dtype)
+
+    p = aligned(churn_a, "churn_probability")
+    clv = aligned(clv_a, "predicted_clv")
+    alive = aligned(clv_a, "p_alive")
+    if previous is not None:
+        prev = previous.set_index("customer_id") if "customer_id" in previous.columns else previous
+        prev_p = prev["churn_probability"].set_axis(prev.index.astype(str))
+        prev_p = prev_p[~prev_p.index.duplicated(keep="last")]
+    else:
+        prev_p = None
+    if "rfm_segment" in feats.columns:
+        seg = feats["rfm_segment"].astype(object).where(feats["rfm_segment"].notna(), NO_PURCHASES)
+    else:
+        seg = pd.Series(NO_PURCHASES, index=idx, dtype=object)
+    churn_name, churn_ver = _version(model_versions, "churn")
+    clv_name, clv_ver = _version(model_versions, "clv")
+    out = pd.DataFrame(
+        {
+            "customer_id": pd.array(idx, dtype=object),
+            "as_of": _day(as_of),
+            "churn_probability": p.to_numpy(),
+            "churn_risk": aligned(churn_a, "churn_risk", object).to_numpy(),
+            "p_alive": alive.to_numpy(),
+            "expected_purchases": aligned(clv_a, "expected_purchases").to_numpy(),
+            "expected_purchases_lower": aligned(iv_a, "expected_purchases_lower").to_numpy(),
+            "expected_purchases_upper": aligned(iv_a, "expected_purchases_upper").to_numpy(),
+            "predicted_clv": clv.to_numpy(),
+            "predicted_clv_lower": aligned(iv_a, "predicted_clv_lower").to_numpy(),
+            "predicted_clv_upper": aligned(iv_a, "predicted_clv_upper").to_numpy(),
+            "value_at_risk": (p * clv.fillna(0.0)).to_numpy(),
+            "health_score": health_score(p, alive, feats, cfg).to_numpy(),
+            "rfm_segment": seg.to_numpy(dtype=object),
+            "top_reasons": aligned(churn_a, "top_reasons", object).to_numpy(),
+            "trend": trend_labels(p, prev_p, cfg.trend_threshold).to_numpy(),
+            "cold_start": cold_start_flags(feats, cfg).to_numpy(dtype=bool),
+            "churn_model": churn_name,
+            "churn_model_version": churn_ver,
+            "clv_model": clv_name,
+            "clv_model_version": clv_ver,
+            "run_id": str(run_id),
+            "scored_at": _utc(scored_at),
+        },
+        columns=list(CUSTOMER_SCORE_COLUMNS),
+    )
+    out["as_of"] = out["as_of"].astype(object)
+    _contain_point(out)
+    out = out.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    logger.info("assembled %d customer scores (run %s, as of %s)", len(out), run_id, _day(as_of))
+    return out
+
+
+def assemble_lead_scores(
+    lead_out: pd.DataFrame,
+    *,
+    as_of: date | datetime | str | pd.Timestamp,
+    run_id: str,
+    model_version: tuple[str, str] | Mapping[str, Any],
+    scored_at: datetime | pd.Timestamp,
+) -> pd.DataFrame:
+    """Rows of ``lead_scores`` from ``LeadScoringModel.predict_frame`` output.
+
+    Parameters
+    ----------
+    lead_out : DataFrame
+        Index ``lead_id``; ``conversion_probability``, ``lead_score``, ``lead_grade``,
+        ``top_reasons``.
+    as_of, run_id, scored_at
+        As for :func:`assemble_customer_scores`.
+    model_version : (name, version) or mapping
+        Registered model name and version of the lead model.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`LEAD_SCORE_COLUMNS`, sorted by ``lead_id``, default index.
+    """
+    name, ver = _version({"leads": model_version}, "leads")
+    ids = pd.Index(lead_out.index.astype(str))
+    out = pd.DataFrame(
+        {
+            "lead_id": ids.to_numpy(dtype=object),
+            "as_of": _day(as_of),
+            "conversion_probability": lead_out["conversion_probability"].to_numpy(dtype=np.float64),
+            "lead_score": pd.to_numeric(lead_out["lead_score"]).to_numpy(),
+            "lead_grade": lead_out["lead_grade"].to_numpy(dtype=object),
+            "top_reasons": (
+                lead_out["top_reasons"].to_numpy(dtype=object)
+                if "top_reasons" in lead_out
+                else np.full(len(ids), None, dtype=object)
+            ),
+            "model": name,
+            "model_version": ver,
+            "run_id": str(run_id),
+            "scored_at": _utc(scored_at),
+        },
+        columns=list(LEAD_SCORE_COLUMNS),
+    )
+    out["as_of"] = out["as_of"].astype(object)
+    return out.sort_values("lead_id", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def _problems_common(
+    df: pd.DataFrame,
+    columns: Mapping[str, Kind],
+    key: str,
+    expected_ids: Iterable[Any] | None,
+    table: str,
+) -> list[str]:
+    problems: list[str] = []
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        return [f"{table}: missing columns {missing}"]
+    if len(df) == 0:
+        return [f"{table}: the score set is empty (refusing to write an empty run)"]
+    ids = df[key]
+    if ids.isna().any():
+        problems.append(f"{table}: {int(ids.isna().sum())} rows without {key}")
+    dup = ids.duplicated()
+    if dup.any():
+        problems.append(f"{table}: {int(dup.sum())} duplicate {key} values (e.g. {ids[dup].iloc[0]!r})")
+    if expected_ids is not None:
+        exp_in = (
+            expected_ids
+            if isinstance(expected_ids, pd.Index | pd.Series | np.ndarray)
+            else list(expected_ids)
+        )
+        exp = pd.Index(pd.Index(exp_in).astype(str).unique())
+        got = pd.Index(ids.dropna().astype(str).unique())
+        lost, extra = exp.difference(got), got.difference(exp)
+        if len(df) != len(exp) or len(lost) or len(extra):
+            problems.append(
+                f"{table}: {len(df)} rows for {len(exp)} expected ids "
+                f"({len(lost)} missing e.g. {list(lost[:3])}, {len(extra)} unexpected e.g. {list(extra[:3])})"
+            )
+    for single in ("as_of", "run_id", "scored_at"):
+        if df[single].nunique(dropna=False) != 1:
+            problems.append(f"{table}: {single} must hold one value per run")
+    for col, kind in columns.items():
+        if col in _NULLABLE:
+            continue
+        s = df[col]
+        n = int(s.isna().sum())
+        if n:
+            what = "NaN" if kind in ("float", "int") else "missing values"
+            problems.append(f"{table}.{col}: {n} {what}")
+        if kind in ("float", "int"):
+            v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+            if np.isinf(v).any():
+                problems.append(f"{table}.{col}: {int(np.isinf(v).sum())} infinite values")
+    return problems
+
+
+def _out_of_range(df: pd.DataFrame, col: str, lo: float | None, hi: float | None, table: str) -> list[str]:
+    v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.zeros(len(v), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if lo is not None:
+            bad |= v < lo
+        if hi is not None:
+            bad |= v > hi
+    if not bad.any():
+        return []
+    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+    return [f"{table}.{col}: {int(bad.sum())} values outside {rng} (e.g. {v[bad][0]!r})"]
+
+
+def check_customer_scores(
+    df: pd.DataFrame, expected_ids: Iterable[Any] | None = None, table: str = "customer_scores"
+) -> None:
+    """Refuse customer scores that must not reach the CRM.
+
+    Checks: all columns present; not empty; ids unique, and equal to ``expected_ids`` when given
+    (row count against the input); one ``as_of`` / ``run_id`` / ``scored_at``; no NaN in
+    required columns; probabilities (``churn_probability``, ``p_alive``) in [0, 1]; CLV,
+    expected purchases and value at risk >= 0; ``lower <= point <= upper`` for expected
+    purchases and CLV; CLV columns present for every customer with a purchase (NULL only for
+    ``rfm_segment == "No purchases"``); health in [0, 100]; known risk bands and trends.
+
+    Raises
+    ------
+    ScoreValidationError
+        Naming every problem found (table, column, count, an example).
+    """
+    problems = _problems_common(df, CUSTOMER_SCORE_COLUMNS, "customer_id", expected_ids, table)
+    if problems and ("missing columns" in problems[0] or "empty" in problems[0]):
+        raise ScoreValidationError("; ".join(problems))
+    for col in ("churn_probability", "p_alive"):
+        problems += _out_of_range(df, col, 0.0, 1.0, table)
+    for col in (*CLV_COLUMNS[1:], "value_at_risk"):
+        problems += _out_of_range(df, col, 0.0, None, table)
+    problems += _out_of_range(df, "health_score", 0.0, 100.0, table)
+    buyer = (df["rfm_segment"] != NO_PURCHASES).to_numpy()
+    for col in CLV_COLUMNS:
+        n = int((df[col].isna().to_numpy() & buyer).sum())
+        if n:
+            problems.append(f"{table}.{col}: {n} NaN for customers with purchases")
+    with np.errstate(invalid="ignore"):
+        for base in ("expected_purchases", "predicted_clv"):
+            lo, pt, hi = (df[c].to_numpy(dtype=np.float64) for c in (f"{base}_lower", base, f"{base}_upper"))
+            tol = 1e-9 * np.maximum(1.0, np.abs(pt))
+            bad = (lo > pt + tol) | (pt > hi + tol)
+            if bad.any():
+                problems.append(
+                    f"{table}.{base}: {int(bad.sum())} rows where not lower <= point <= upper "
+                    f"(e.g. {lo[bad][0]:.6g} <= {pt[bad][0]:.6g} <= {hi[bad][0]:.6g})"
+                )
+    for col, allowed in (("churn_risk", {"high", "medium", "low"}), ("trend", set(TRENDS))):
+        bad_vals = set(df[col].dropna().unique()) - allowed
+        if bad_vals:
+            problems.append(f"{table}.{col}: unknown values {sorted(map(str, bad_vals))[:5]}")
+    if problems:
+        raise ScoreValidationError("; ".join(problems))
+
+
+def check_lead_scores(
+    df: pd.DataFrame, expected_ids: Iterable[Any] | None = None, table: str = "lead_scores"
+) -> None:
+    """Refuse lead scores that must not reach the CRM (see :func:`check_customer_scores`).
+
+    Checks: columns, not empty, unique ids equal to ``expected_ids``, no NaN, conversion
+    probability in [0, 1], lead score in [0, 100], grade in A–D.
+    """
+    problems = _problems_common(df, LEAD_SCORE_COLUMNS, "lead_id", expected_ids, table)
+    if problems and ("missing columns" in problems[0] or "empty" in problems[0]):
+        raise ScoreValidationError("; ".join(problems))
+    problems += _out_of_range(df, "conversion_probability", 0.0, 1.0, table)
+    problems += _out_of_range(df, "lead_score", 0.0, 100.0, table)
+    bad_vals = set(df["lead_grade"].dropna().unique()) - {"A", "B", "C", "D"}
+    if bad_vals:
+        problems.append(f"{table}.lead_grade: unknown values {sorted(map(str, bad_vals))[:5]}")
+    if problems:
+        raise ScoreValidationError("; ".join(problems))

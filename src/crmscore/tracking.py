@@ -1,0 +1,772 @@
+"""MLflow tracking, pickle-free model artefacts, the pyfunc wrapper and the registry.
+
+This is the only module of crmscore that imports ``mlflow``. Importing it sets no URI and
+creates nothing: the URIs are set only inside :class:`TrackingSession`. Everything
+MLflow-specific lives here; the training pipeline (:mod:`crmscore.pipelines.train`) only
+orchestrates.
+
+Where things go
+---------------
+* Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``tracking.tracking_uri`` (default
+  ``sqlite:///mlruns/mlflow.db``: MLflow 3 keeps the ``./mlruns`` file store only for backward
+  compatibility — 3.17 refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true`` — and the model
+  registry is built for the database-backed stores). Any SQLAlchemy URL MLflow
+  supports works, e.g. ``postgresql+psycopg://user@host:5432/db``, or an ``http(s)://``
+  tracking server. The URI is set only inside :class:`TrackingSession` and restored after.
+* New experiments on a local store put their artefacts under ``tracking.artifact_location``;
+  a tracking server decides for itself.
+
+Artefacts (no pickle)
+---------------------
+A model version is an MLflow *pyfunc* logged as "models from code": the python model is a
+three-line script (written at log time) that calls ``mlflow.models.set_model`` on
+:class:`CrmscorePyfunc`, so no object is cloudpickled. Its ``bundle`` artefact holds:
+
+* churn / leads: ``booster.txt`` (LightGBM's own text format, ``Booster.save_model``) and
+  ``model.json`` (feature list, numeric columns, the categories learned by the preparer, the
+  calibrator's coefficients — Platt slope/intercept or isotonic thresholds — and the risk
+  or grade thresholds);
+* clv: ``clv.json`` (:meth:`crmscore.estimators.clv.ClvModel.to_json`).
+
+Loading therefore works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The scoring
+environment needs ``crmscore`` installed (the pyfunc script imports it).
+
+Registry
+--------
+Each run registers a new version per model and gives it the alias ``challenger``; the
+training pipeline moves ``champion`` to it only through the metric gate. Every champion
+change is appended to the registered model's tag ``crmscore.champion_history`` (JSON list of
+versions), which :func:`rollback` uses to restore the previous champion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from crmscore.config import TrackingConfig, redact_url
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from crmscore.estimators.churn import CalibratedModel
+    from crmscore.estimators.clv import ClvModel
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "ClassifierBundle",
+    "ClvBundle",
+    "CrmscorePyfunc",
+    "LoggedModel",
+    "TrackingSession",
+    "champion_version",
+    "export_champions",
+    "git_commit",
+    "load_bundle",
+    "load_pyfunc",
+    "prepare_input",
+    "promote",
+    "resolve_tracking_uri",
+    "rollback",
+    "save_classifier_bundle",
+    "save_clv_bundle",
+    "slug",
+]
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_HISTORY_TAG = "crmscore.champion_history"
+_CLASSIFIER_FORMAT = "crmscore.classifier/1"
+_CAL_EPS = 1e-6
+_KINDS = ("churn", "leads", "clv")
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_PYFUNC_SCRIPT = '''"""crmscore pyfunc entry point (MLflow models from code: no pickled object)."""
+
+from mlflow.models import set_model
+
+from crmscore.tracking import CrmscorePyfunc
+
+set_model(CrmscorePyfunc())
+'''
+
+
+def slug(name: str) -> str:
+    """A metric/param-key-safe version of ``name`` (lower case, ``_`` for other characters)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("crmscore", "lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "mlflow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def _pip_requirements() -> list[str]:
+    v = _versions()
+    return [f"{p}=={v[p]}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "scipy") if p in v]
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    """The current git commit of ``path`` (``-dirty`` appended with local changes), or None.
+
+    Read-only (``git rev-parse`` / ``git status``); None outside a repository or without git.
+    """
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha or None
+
+
+# ------------------------------------------------------------------------------------------
+# pickle-free bundles
+# ------------------------------------------------------------------------------------------
+
+
+def save_classifier_bundle(
+    model: CalibratedModel, kind: str, path: str | Path, thresholds: Mapping[str, float]
+) -> Path:
+    """Write a fitted churn or lead model as ``booster.txt`` + ``model.json`` (no pickle).
+
+    Parameters
+    ----------
+    model : CalibratedModel
+        Fitted :class:`~crmscore.estimators.churn.CalibratedChurnModel` or
+        :class:`~crmscore.estimators.leads.LeadScoringModel`.
+    kind : {"churn", "leads"}
+        Which outputs the bundle produces.
+    path : str or Path
+        Folder to create (or reuse).
+    thresholds : mapping
+        Churn risk thresholds (``high``, ``medium``) or lead grade thresholds (``A``, ``B``, ``C``).
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    if kind not in ("churn", "leads"):
+        raise ValueError(f"kind must be 'churn' or 'leads', got {kind!r}")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    prep = model.pipeline_.named_steps["prepare"]
+    booster = model.pipeline_.named_steps["model"].booster_
+    booster.save_model(str(out / "booster.txt"))
+    cal = model.calibrator_
+    if isinstance(cal, tuple):
+        calibrator: dict[str, Any] = {"kind": "sigmoid", "slope": float(cal[1]), "intercept": float(cal[2])}
+    else:
+        calibrator = {
+            "kind": "isotonic",
+            "x": np.asarray(cal.X_thresholds_, dtype=float).tolist(),
+            "y": np.asarray(cal.y_thresholds_, dtype=float).tolist(),
+        }
+    spec = {
+        "format": _CLASSIFIER_FORMAT,
+        "kind": kind,
+        "features": list(prep.features_),
+        "numeric": list(prep.numeric_),
+        "categories": {k: list(v) for k, v in prep.categories_.items()},
+        "exclude": list(prep.exclude),
+        "feature_names_in": [str(c) for c in prep.feature_names_in_],
+        "calibrator": calibrator,
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "versions": _versions(),
+    }
+    (out / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    return out
+
+
+def save_clv_bundle(model: ClvModel, path: str | Path) -> Path:
+    """Write a fitted :class:`~crmscore.estimators.clv.ClvModel` as ``clv.json`` (no pickle)."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to_json(out / "clv.json")
+    (out / "model.json").write_text(json.dumps({"kind": "clv", "versions": _versions()}), encoding="utf-8")
+    return out
+
+
+class ClassifierBundle:
+    """A churn or lead model loaded from its bundle: same predictions as the fitted model.
+
+    Attributes
+    ----------
+    kind : str
+        ``"churn"`` or ``"leads"``.
+    spec : dict
+        The bundle's ``model.json``.
+    booster : lightgbm.Booster
+        Loaded from LightGBM's own text format.
+    preparer : FramePreparer
+        Rebuilt from the stored feature list and categories (nothing refitted).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import lightgbm as lgb
+
+        from crmscore.estimators.churn import FramePreparer
+
+        root = Path(path)
+        self.spec: dict[str, Any] = json.loads((root / "model.json").read_text(encoding="utf-8"))
+        if self.spec.get("format") != _CLASSIFIER_FORMAT:
+            raise ValueError(f"{root}: not a crmscore classifier bundle")
+        self.kind: str = self.spec["kind"]
+        self.booster = lgb.Booster(model_file=str(root / "booster.txt"))
+        prep = FramePreparer(exclude=tuple(self.spec["exclude"]))
+        prep.feature_names_in_ = np.asarray(self.spec["feature_names_in"], dtype=object)
+        prep.features_ = list(self.spec["features"])
+        prep.numeric_ = list(self.spec["numeric"])
+        prep.categories_ = {k: list(v) for k, v in self.spec["categories"].items()}
+        prep.n_features_in_ = len(prep.feature_names_in_)
+        self.preparer = prep
+
+    @property
+    def features(self) -> list[str]:
+        """Model input columns."""
+        return list(self.spec["features"])
+
+    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
+        """LightGBM's raw score (log-odds, uncalibrated)."""
+        Xt = self.preparer.transform(X)
+        return np.asarray(self.booster.predict(Xt, raw_score=True), dtype=np.float64)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class, shape ``(n,)``."""
+        raw = self.raw_score(X)
+        cal = self.spec["calibrator"]
+        if cal["kind"] == "sigmoid":
+            p = 1.0 / (1.0 + np.exp(-(cal["slope"] * raw + cal["intercept"])))
+        else:  # isotonic with out_of_bounds="clip": linear interpolation between thresholds
+            x, y = np.asarray(cal["x"]), np.asarray(cal["y"])
+            p = np.interp(np.clip(raw, x[0], x[-1]), x, y)
+        return np.clip(p, _CAL_EPS, 1.0 - _CAL_EPS)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Exact per-row contributions (log-odds) plus ``expected_value``."""
+        Xt = self.preparer.transform(X)
+        contrib = np.asarray(self.booster.predict(Xt, pred_contrib=True), dtype=np.float64)
+        return pd.DataFrame(contrib, index=X.index, columns=[*Xt.columns, "expected_value"])
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Churn: ``churn_probability``, ``churn_risk``; leads: ``conversion_probability``,
+        ``lead_score``, ``lead_grade``. Index ``X.index``."""
+        missing = [c for c in self.features if c not in X.columns]
+        if missing:
+            raise ValueError(f"{self.kind} model: feature column(s) missing: {missing}")
+        p = self.predict_proba(X)
+        if self.kind == "churn":
+            from crmscore.estimators.churn import risk_band
+
+            return pd.DataFrame(
+                {"churn_probability": p, "churn_risk": risk_band(p, self.spec["thresholds"])}, index=X.index
+            )
+        from crmscore.estimators.leads import lead_grade, lead_score
+
+        score = lead_score(p)
+        return pd.DataFrame(
+            {
+                "conversion_probability": p,
+                "lead_score": score,
+                "lead_grade": lead_grade(score, self.spec["thresholds"]),
+            },
+            index=X.index,
+        )
+
+
+class ClvBundle:
+    """The CLV model loaded from ``clv.json``; ``predict_frame`` is ``ClvModel.predict``."""
+
+    kind = "clv"
+    features: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
+
+    def __init__(self, path: str | Path) -> None:
+        from crmscore.estimators.clv import ClvModel
+
+        self.model = ClvModel.from_json(Path(path) / "clv.json")
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``p_alive``, ``expected_purchases``, ``expected_avg_spend``, ``predicted_clv``,
+        ``spend_imputed`` over the model's horizon. Index ``X.index``."""
+        missing = [c for c in self.features if c not in X.columns]
+        if missing:
+            raise ValueError(f"clv model: column(s) missing: {missing}")
+        return self.model.predict(X[list(self.features)])
+
+
+def load_bundle(path: str | Path) -> ClassifierBundle | ClvBundle:
+    """Load a bundle folder written by :func:`save_classifier_bundle` or :func:`save_clv_bundle`."""
+    spec = json.loads((Path(path) / "model.json").read_text(encoding="utf-8"))
+    return ClvBundle(path) if spec.get("kind") == "clv" else ClassifierBundle(path)
+
+
+_Columns = list[tuple[str, str]]
+
+
+def _signature_columns(bundle: ClassifierBundle | ClvBundle) -> tuple[_Columns, _Columns]:
+    if isinstance(bundle, ClvBundle):
+        inputs = [(c, "double") for c in bundle.features]
+        outputs = [
+            ("p_alive", "double"),
+            ("expected_purchases", "double"),
+            ("expected_avg_spend", "double"),
+            ("predicted_clv", "double"),
+            ("spend_imputed", "boolean"),
+        ]
+        return inputs, outputs
+    cats = bundle.spec["categories"]
+    inputs = [(c, "string" if c in cats else "double") for c in bundle.features]
+    if bundle.kind == "churn":
+        outputs = [("churn_probability", "double"), ("churn_risk", "string")]
+    else:
+        outputs = [("conversion_probability", "double"), ("lead_score", "long"), ("lead_grade", "string")]
+    return inputs, outputs
+
+
+def prepare_input(bundle: ClassifierBundle | ClvBundle, X: pd.DataFrame) -> pd.DataFrame:
+    """The model's input columns of ``X`` typed as its signature says (numbers as float64,
+    categories as text with None for missing), so MLflow's schema enforcement accepts them."""
+    inputs, _ = _signature_columns(bundle)
+    out = {}
+    for col, kind in inputs:
+        s = X[col]
+        if kind == "double":
+            out[col] = pd.to_numeric(s, errors="coerce").astype(np.float64).to_numpy()
+        else:
+            v = s.astype(object)
+            out[col] = v.where(v.isna(), v.astype(str)).where(v.notna(), None).to_numpy(dtype=object)
+    return pd.DataFrame(out, index=X.index)
+
+
+# ------------------------------------------------------------------------------------------
+# pyfunc
+# ------------------------------------------------------------------------------------------
+
+
+class CrmscorePyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc over a crmscore bundle: scores a plain pandas frame.
+
+    Churn and lead models take the feature columns of ``crmscore features`` /
+    ``build_lead_features`` (numbers and text; see :func:`prepare_input`); the CLV model takes
+    ``frequency``, ``recency``, ``T`` and ``monetary_value``. The native bundle is available
+    as ``loaded.unwrap_python_model().bundle`` (e.g. for per-row reasons via
+    :meth:`ClassifierBundle.contributions`).
+    """
+
+    bundle: Any = None
+
+    def load_context(self, context: Any) -> None:
+        """Load the bundle artefact (LightGBM text + JSON, or CLV JSON: no pickle)."""
+        self.bundle = load_bundle(context.artifacts["bundle"])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Scores of every row of ``model_input`` (a pandas DataFrame), same index."""
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.bundle.predict_frame(frame)
+
+
+# ------------------------------------------------------------------------------------------
+# session, runs, logging
+# ------------------------------------------------------------------------------------------
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``cfg.tracking_uri`` (a local SQLite file's folder is created)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def _is_local_store(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+@dataclass
+class LoggedModel:
+    """A model logged and registered by :meth:`TrackingSession.log_model`."""
+
+    name: str
+    version: int
+    model_uri: str
+    run_id: str
+
+
+class TrackingSession:
+    """Tracking and registry access for one command: sets the MLflow URIs, restores them after.
+
+    Use as a context manager::
+
+        with TrackingSession(cfg.tracking) as ts:
+            with ts.parent_run("train 2025-12-31"):
+                with ts.child_run("churn"):
+                    ts.log_metrics({"roc_auc": 0.83})
+
+    Parameters
+    ----------
+    cfg : TrackingConfig
+        The ``tracking`` block.
+    """
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.cfg = cfg
+        self.tracking_uri = resolve_tracking_uri(cfg)
+        self.registry_uri = cfg.registry_uri or self.tracking_uri
+        self._saved: dict[str, Any] | None = None
+        self.experiment_id: str | None = None
+
+    def __enter__(self) -> TrackingSession:
+        import mlflow.tracking._model_registry.utils as registry_utils
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry URI its
+        # variable): remember the module state and the environment to restore both on exit
+        self._saved = {
+            "tracking": getattr(tracking_utils, "_tracking_uri", None),
+            "registry": getattr(registry_utils, "_registry_uri", None),
+            "env": {k: os.environ.get(k) for k in _URI_ENV},
+        }
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        logger.info("MLflow tracking at %s", redact_url(self.tracking_uri))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            while mlflow.active_run() is not None:
+                mlflow.end_run("FAILED" if exc[0] is not None else "FINISHED")
+        saved = self._saved or {"tracking": None, "registry": None, "env": {}}
+        mlflow.set_tracking_uri(saved["tracking"])
+        mlflow.set_registry_uri(saved["registry"])
+        for key, value in saved["env"].items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """An ``MlflowClient`` on this session's tracking and registry URIs (created on first use)."""
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    # -- experiment and runs -------------------------------------------------------------
+
+    def experiment(self) -> str:
+        """Id of ``cfg.experiment``, created on first use (local stores: artefacts under
+        ``cfg.artifact_location``)."""
+        if self.experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.cfg.experiment)
+            if exp is not None:
+                self.experiment_id = exp.experiment_id
+            else:
+                location = None
+                if _is_local_store(self.tracking_uri):
+                    root = Path(self.cfg.artifact_location).resolve()
+                    root.mkdir(parents=True, exist_ok=True)
+                    location = root.as_uri()
+                self.experiment_id = self.client.create_experiment(
+                    self.cfg.experiment, artifact_location=location
+                )
+        return self.experiment_id
+
+    @contextlib.contextmanager
+    def parent_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """Start the job's run; yields its run id."""
+        with mlflow.start_run(experiment_id=self.experiment(), run_name=run_name, tags=dict(tags or {})) as r:
+            yield r.info.run_id
+
+    @contextlib.contextmanager
+    def child_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """Start a run nested in the active one; yields its run id."""
+        with mlflow.start_run(
+            experiment_id=self.experiment(), run_name=run_name, nested=True, tags=dict(tags or {})
+        ) as r:
+            yield r.info.run_id
+
+    # -- logging (to the active run) -----------------------------------------------------
+
+    @staticmethod
+    def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
+        """Log a nested mapping as flat params (``a.b.c``); values JSON-encoded where not scalar."""
+        flat: dict[str, str] = {}
+
+        def walk(obj: Any, key: str) -> None:
+            if isinstance(obj, Mapping) and obj:
+                for k, v in obj.items():
+                    walk(v, f"{key}.{k}" if key else str(k))
+            elif isinstance(obj, (str, int, float, bool)) or obj is None:
+                flat[key] = str(obj)
+            else:
+                flat[key] = json.dumps(obj, default=str)
+
+        walk(params, prefix)
+        items = list(flat.items())
+        for i in range(0, len(items), 100):
+            mlflow.log_params({k[:250]: v[:6000] for k, v in items[i : i + 100]})
+
+    @staticmethod
+    def log_metrics(metrics: Mapping[str, float]) -> None:
+        """Log finite metrics (NaN/inf are skipped and logged as a debug line)."""
+        ok = {}
+        for k, v in metrics.items():
+            if v is not None and np.isfinite(float(v)):
+                ok[k] = float(v)
+            else:
+                logger.debug("metric %s is not finite: not logged", k)
+        if ok:
+            mlflow.log_metrics(ok)
+
+    @staticmethod
+    def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+        """Log ``data`` as a JSON artefact."""
+        mlflow.log_text(json.dumps(data, indent=2, default=str), artifact_file)
+
+    @staticmethod
+    def log_frame(df: pd.DataFrame, artifact_file: str) -> None:
+        """Log an aggregate table (metrics, gains; never customer rows) as CSV."""
+        mlflow.log_text(df.to_csv(), artifact_file)
+
+    @staticmethod
+    def log_figures(figures: Mapping[str, Figure], folder: str = "plots") -> None:
+        """Log matplotlib Figures (built without pyplot, so nothing to close) as PNG artefacts."""
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, f"{folder}/{name}.png")
+
+    @staticmethod
+    def set_tags(tags: Mapping[str, Any]) -> None:
+        """Set tags on the active run."""
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_model(
+        self,
+        bundle_dir: str | Path,
+        registered_name: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> LoggedModel:
+        """Log ``bundle_dir`` as a pyfunc (models from code) in the active run and register it.
+
+        The new version gets the alias ``challenger``. The signature comes from the bundle
+        (numeric features ``double``, categorical ``string``); no input example is logged (it
+        would be a customer's row).
+        """
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        bundle = load_bundle(bundle_dir)
+        inputs, outputs = _signature_columns(bundle)
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(t, n) for n, t in inputs]),
+            outputs=Schema([ColSpec(t, n) for n, t in outputs]),
+        )
+        with tempfile.TemporaryDirectory(prefix="crmscore-pyfunc-") as tmp, warnings.catch_warnings():
+            # no input example on purpose: it would be a customer's row
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            script = Path(tmp) / "crmscore_model.py"
+            script.write_text(_PYFUNC_SCRIPT, encoding="utf-8")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(script),
+                artifacts={"bundle": str(bundle_dir)},
+                signature=signature,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=registered_name,
+                metadata={"crmscore_kind": bundle.kind, **dict(metadata or {})},
+            )
+        version = int(info.registered_model_version)
+        self.client.set_registered_model_alias(registered_name, CHALLENGER, str(version))
+        run = mlflow.active_run()
+        run_id = run.info.run_id if run is not None else ""
+        logger.info("registered %s version %d (@%s)", registered_name, version, CHALLENGER)
+        return LoggedModel(registered_name, version, info.model_uri, run_id)
+
+    def set_version_tags(self, name: str, version: int, tags: Mapping[str, Any]) -> None:
+        """Tag a model version (e.g. metrics and the promotion decision)."""
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, str(version), k, str(v)[:5000])
+
+    # -- registry ------------------------------------------------------------------------
+
+    def champion(self, name: str) -> int | None:
+        """Version number behind ``name@champion`` or None."""
+        return champion_version(self.client, name)
+
+    def load_champion(self, name: str) -> Any | None:
+        """The champion pyfunc of ``name`` (None without one)."""
+        if self.champion(name) is None:
+            return None
+        return load_pyfunc(f"models:/{name}@{CHAMPION}")
+
+    def load_version(self, name: str, version: int) -> Any:
+        """The pyfunc of ``name`` version ``version``."""
+        return load_pyfunc(f"models:/{name}/{version}")
+
+    def promote(self, name: str, version: int, reason: str) -> None:
+        """Move ``champion`` to ``version`` (see :func:`promote`)."""
+        promote(self.client, name, version, reason)
+
+
+def load_pyfunc(model_uri: str, *, check_requirements: bool = False) -> Any:
+    """``mlflow.pyfunc.load_model(model_uri)`` (URIs resolve against the current session).
+
+    ``check_requirements=False`` skips MLflow's comparison of the logged pip requirements with
+    the installed packages (about a second per load; the versions are logged with the model).
+    """
+    return mlflow.pyfunc.load_model(model_uri, suppress_warnings=not check_requirements)
+
+
+def champion_version(client: Any, name: str) -> int | None:
+    """Version number behind ``name@champion``, None when the model or alias is absent."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _history(client: Any, name: str) -> list[int]:
+    tags = client.get_registered_model(name).tags
+    return [int(v) for v in json.loads(tags.get(_HISTORY_TAG, "[]"))]
+
+
+def promote(client: Any, name: str, version: int, reason: str) -> None:
+    """Give ``version`` the ``champion`` alias, append it to the history tag and tag the version.
+
+    Parameters
+    ----------
+    client : MlflowClient
+    name : str
+        Registered model name.
+    version : int
+        Version to promote (must exist).
+    reason : str
+        Why (stored in the version tag ``crmscore.promotion``).
+    """
+    client.get_model_version(name, str(version))  # raises when absent
+    history = _history(client, name)
+    if history and history[-1] == version and champion_version(client, name) == version:
+        logger.info("%s version %d is already the champion", name, version)
+        return
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    history.append(int(version))
+    client.set_registered_model_tag(name, _HISTORY_TAG, json.dumps(history))
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, str(version), "crmscore.promoted_at", now)
+    client.set_model_version_tag(name, str(version), "crmscore.promotion", reason[:5000])
+    logger.info("%s: champion is now version %d (%s)", name, version, reason)
+
+
+def rollback(client: Any, name: str) -> tuple[int, int]:
+    """Move ``champion`` back to the previous champion version; returns ``(from, to)``.
+
+    The history tag loses its last entry, the demoted version gets the tag
+    ``crmscore.rolled_back_at`` and the registered model the tag ``crmscore.last_rollback``.
+
+    Raises
+    ------
+    ValueError
+        There is no earlier champion to return to.
+    """
+    current = champion_version(client, name)
+    history = _history(client, name)
+    if current is not None and history and history[-1] == current:
+        history = history[:-1]
+    if not history:
+        raise ValueError(f"{name}: no previous champion to roll back to")
+    target = history[-1]
+    client.set_registered_model_alias(name, CHAMPION, str(target))
+    client.set_registered_model_tag(name, _HISTORY_TAG, json.dumps(history))
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if current is not None:
+        client.set_model_version_tag(name, str(current), "crmscore.rolled_back_at", now)
+    client.set_registered_model_tag(
+        name, "crmscore.last_rollback", json.dumps({"from": current, "to": target, "at": now})
+    )
+    logger.info("%s: champion rolled back from version %s to %d", name, current, target)
+    return (current if current is not None else -1), target
+
+
+def export_champions(
+    session: TrackingSession, names: Mapping[str, str], folder: str | Path
+) -> dict[str, Path]:
+    """Download each champion as a self-contained MLflow model folder ``folder/<kind>``.
+
+    The folder loads with ``mlflow.pyfunc.load_model(path)`` without the tracking server (and
+    without pickle); a ``crmscore_export.json`` beside it names the registered model and version.
+
+    Returns
+    -------
+    dict
+        Kind → written folder, for the models that have a champion.
+    """
+    import shutil
+
+    import mlflow.artifacts
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for kind, name in names.items():
+        version = session.champion(name)
+        if version is None:
+            logger.warning("%s: no champion version; not exported", name)
+            continue
+        dest = root / kind
+        if dest.exists():
+            shutil.rmtree(dest)
+        with tempfile.TemporaryDirectory(prefix="crmscore-export-") as tmp:
+            uri = f"models:/{name}@{CHAMPION}"
+            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            shutil.copytree(path, dest)
+        (root / f"{kind}.json").write_text(
+            json.dumps(
+                {
+                    "registered_model": name,
+                    "version": version,
+                    "alias": CHAMPION,
+                    "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
+        out[kind] = dest
+        logger.info("exported %s version %d to %s", name, version, dest)
+    return out

@@ -1,0 +1,379 @@
+"""Score write-back (crmscore.io.scores) into SQLite and PostgreSQL for real.
+
+Proves: round trip of every column; one transaction per run (an exception after the first
+table, or a SIGKILLed writer, leaves the previous scores intact); idempotent replay; a later
+run updates the latest rows and appends history; an older backfill never overwrites the
+latest; invalid or shrunken score sets write nothing; bad table names are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+import crmscore.io.scores as scores_io
+from crmscore.config import ConfigError, ScoringConfig, config_from_mapping
+from crmscore.io.crm import create_engine
+from crmscore.io.scores import (
+    ScoreTableError,
+    ScoreValidationError,
+    read_previous_scores,
+    read_scores,
+    write_scores,
+)
+from crmscore.scoring import assemble_customer_scores, assemble_lead_scores
+
+CFG = ScoringConfig()
+TABLES = ("customer_scores", "customer_history", "lead_scores", "lead_history")
+
+
+def make_customer_scores(
+    n: int,
+    *,
+    run_id: str = "run-1",
+    as_of: str = "2026-01-31",
+    seed: int = 0,
+    scored_at: datetime | None = None,
+    previous: pd.DataFrame | None = None,
+    cfg: ScoringConfig = CFG,
+) -> pd.DataFrame:
+    """Assembled customer scores for ``n`` synthetic customers (10 % without a purchase)."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"C{i:07d}" for i in range(n)], name="customer_id")
+    buyer = np.arange(n) % 10 != 0
+    features = pd.DataFrame(
+        {
+            "recency_days": np.where(buyer, rng.integers(0, 400, n), np.nan),
+            "n_purchases": np.where(buyer, rng.integers(1, 20, n), 0),
+            "tenure_days": rng.integers(0, 1500, n).astype(float),
+            "purchase_trend": rng.uniform(-1, 1, n),
+            "tickets_open": rng.integers(0, 3, n).astype(float),
+            "csat_mean": rng.uniform(1, 5, n),
+            "rfm_segment": np.where(buyer, "Loyal", "No purchases"),
+        },
+        index=ids,
+    )
+    p = rng.uniform(0, 1, n)
+    band = np.where(p >= 0.5, "high", np.where(p >= 0.25, "medium", "low"))
+    reason = '[{"feature": "recency_days", "label": "Days since last purchase", "value": 120, '
+    reason += '"direction": "increases", "contribution": 0.5}, {"feature": "note", "label": "Note \\"q\\"", '
+    reason += '"value": "a,b\\nc", "direction": "decreases", "contribution": -0.25}]'
+    churn = pd.DataFrame(
+        {"churn_probability": p, "churn_risk": band, "top_reasons": np.where(band == "low", None, reason)},
+        index=ids,
+    )
+    b = ids[buyer]
+    clv_point = rng.gamma(2.0, 100.0, len(b))
+    ep = rng.uniform(0, 5, len(b))
+    clv = pd.DataFrame(
+        {"p_alive": rng.uniform(0, 1, len(b)), "expected_purchases": ep, "predicted_clv": clv_point}, index=b
+    )
+    interval = pd.DataFrame(
+        {
+            "expected_purchases_lower": ep * 0.8,
+            "expected_purchases_upper": ep * 1.3,
+            "predicted_clv_lower": clv_point * 0.7,
+            "predicted_clv_upper": clv_point * 1.5,
+        },
+        index=b,
+    )
+    return assemble_customer_scores(
+        features, churn, clv, interval, as_of=as_of, run_id=run_id,
+        model_versions={"churn": ("crmscore-churn", "1"), "clv": ("crmscore-clv", "1")},
+        scored_at=scored_at or datetime(2026, 2, 1, 6, 0, 0, 123456, tzinfo=UTC), previous=previous, cfg=cfg,
+    )  # fmt: skip
+
+
+def make_lead_scores(
+    n: int, *, run_id: str = "run-1", as_of: str = "2026-01-31", seed: int = 1
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 1, n)
+    score = np.floor(100 * p + 0.5).astype(np.int64)
+    grade = np.select([score >= 75, score >= 50, score >= 25], ["A", "B", "C"], "D")
+    out = pd.DataFrame(
+        {"conversion_probability": p, "lead_score": score, "lead_grade": grade, "top_reasons": None},
+        index=pd.Index([f"L{i:06d}" for i in range(n)], name="lead_id"),
+    )
+    return assemble_lead_scores(
+        out, as_of=as_of, run_id=run_id, model_version=("crmscore-leads", "4"),
+        scored_at=datetime(2026, 2, 1, 6, 0, tzinfo=UTC),
+    )  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """``(engine, schema)`` of an empty store: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+        yield engine, None
+        engine.dispose()
+    else:
+        yield request.getfixturevalue("pg_engine"), request.getfixturevalue("pg_schema")
+
+
+def snapshot(engine: sa.Engine, schema: str | None, cfg: ScoringConfig = CFG) -> dict[str, pd.DataFrame]:
+    return {w: read_scores(engine, cfg, w, schema=schema) for w in TABLES}  # type: ignore[arg-type]
+
+
+def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    for k in TABLES:
+        pd.testing.assert_frame_equal(a[k], b[k], obj=k)
+
+
+def as_read(df: pd.DataFrame) -> pd.DataFrame:
+    """An assembled frame typed as :func:`read_scores` gives it back."""
+    kinds = scores_io.CUSTOMER_SCORE_COLUMNS if "customer_id" in df else scores_io.LEAD_SCORE_COLUMNS
+    key = "customer_id" if "customer_id" in df else "lead_id"
+    return scores_io._normalise(df, kinds).sort_values(key).reset_index(drop=True)
+
+
+def test_round_trip_every_column(store):
+    engine, schema = store
+    cust, leads = make_customer_scores(300), make_lead_scores(50)
+    res = write_scores(
+        engine, cust, leads, cfg=CFG, schema=schema,
+        expected_customer_ids=cust["customer_id"], expected_lead_ids=leads["lead_id"],
+    )  # fmt: skip
+    assert res.latest_updated == {"customer_scores": 300, "lead_scores": 50}
+    assert res.history_inserted == {"customer_score_history": 300, "lead_score_history": 50}
+    got = snapshot(engine, schema)
+    pd.testing.assert_frame_equal(got["customer_scores"], as_read(cust))  # exact floats, NULLs, quotes
+    pd.testing.assert_frame_equal(got["customer_history"], as_read(cust))
+    pd.testing.assert_frame_equal(got["lead_scores"], as_read(leads))
+    stored = json.loads(got["customer_scores"]["top_reasons"].dropna().iloc[0])
+    assert stored[1]["value"] == "a,b\nc" and stored[1]["label"] == 'Note "q"'  # CSV/JSON escaping intact
+    # primary keys exist
+    insp = sa.inspect(engine)
+    assert insp.get_pk_constraint("customer_scores", schema=schema)["constrained_columns"] == ["customer_id"]
+    assert set(insp.get_pk_constraint("customer_score_history", schema=schema)["constrained_columns"]) == {
+        "customer_id", "as_of", "run_id",
+    }  # fmt: skip
+
+
+def test_replay_changes_nothing_and_next_run_updates(store):
+    engine, schema = store
+    run1 = make_customer_scores(200)
+    write_scores(engine, run1, make_lead_scores(20), cfg=CFG, schema=schema)
+    first = snapshot(engine, schema)
+    # replay: same run_id + as_of, even re-scored later -> nothing changes
+    replay = make_customer_scores(200, scored_at=datetime(2026, 2, 2, tzinfo=UTC))
+    res = write_scores(engine, replay, make_lead_scores(20), cfg=CFG, schema=schema)
+    assert res.latest_updated == {"customer_scores": 0, "lead_scores": 0}
+    assert res.history_inserted == {"customer_score_history": 0, "lead_score_history": 0}
+    assert_same(first, snapshot(engine, schema))
+    # next run: previous scores give the trend; latest updated, history appended
+    prev = read_previous_scores(engine, CFG, as_of="2026-02-28", run_id="run-2", schema=schema)
+    assert prev is not None and len(prev) == 200
+    run2 = make_customer_scores(
+        210, run_id="run-2", as_of="2026-02-28", seed=5, previous=prev,
+        scored_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert set(run2["trend"]) == {"improving", "steady", "declining", "new"}
+    res = write_scores(engine, run2, None, cfg=CFG, schema=schema)
+    assert res.latest_updated == {"customer_scores": 210}
+    after = snapshot(engine, schema)
+    pd.testing.assert_frame_equal(after["customer_scores"], as_read(run2))
+    assert len(after["customer_history"]) == 410
+    assert after["customer_history"].groupby("run_id").size().to_dict() == {"run-1": 200, "run-2": 210}
+    pd.testing.assert_frame_equal(after["lead_scores"], first["lead_scores"])
+    # replaying run 2 computes the same trend (its own rows are ignored) and changes nothing
+    prev_again = read_previous_scores(engine, CFG, as_of="2026-02-28", run_id="run-2", schema=schema)
+    pd.testing.assert_frame_equal(prev_again.reset_index(drop=True), prev.reset_index(drop=True))
+    write_scores(engine, run2, None, cfg=CFG, schema=schema)
+    assert_same(after, snapshot(engine, schema))
+
+
+def test_backfill_of_an_older_as_of_keeps_latest(store):
+    engine, schema = store
+    write_scores(engine, make_customer_scores(100, run_id="new", as_of="2026-02-28"), cfg=CFG, schema=schema)
+    latest = read_scores(engine, CFG, schema=schema)
+    old = make_customer_scores(
+        100, run_id="old", as_of="2026-01-31", seed=9, scored_at=datetime(2026, 3, 5, tzinfo=UTC)
+    )
+    write_scores(engine, old, cfg=CFG, schema=schema)
+    pd.testing.assert_frame_equal(read_scores(engine, CFG, schema=schema), latest)
+    assert len(read_scores(engine, CFG, "customer_history", schema=schema)) == 200
+
+
+def test_exception_after_first_table_leaves_previous_scores(store, monkeypatch):
+    engine, schema = store
+    write_scores(engine, make_customer_scores(150), make_lead_scores(30), cfg=CFG, schema=schema)
+    before = snapshot(engine, schema)
+    calls = []
+    real = scores_io._append_history
+
+    def failing(conn, df, kind, hist, chunksize):
+        calls.append(kind.name)
+        if kind.name == "lead":  # customer history + latest are written by now
+            raise RuntimeError("injected failure")
+        return real(conn, df, kind, hist, chunksize)
+
+    monkeypatch.setattr(scores_io, "_append_history", failing)
+    run2 = make_customer_scores(150, run_id="run-2", as_of="2026-02-28", seed=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        write_scores(
+            engine, run2, make_lead_scores(30, run_id="run-2", as_of="2026-02-28"), cfg=CFG, schema=schema
+        )
+    assert calls == ["customer", "lead"]
+    assert_same(before, snapshot(engine, schema))
+
+
+def test_first_run_failure_leaves_no_tables(tmp_path, monkeypatch):
+    engine = create_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(scores_io, "_upsert_latest", boom)
+    with pytest.raises(RuntimeError):
+        write_scores(engine, make_customer_scores(10), cfg=CFG)
+    assert sa.inspect(engine).get_table_names() == []  # the DDL was part of the transaction
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    import crmscore.io.scores as scores_io
+    from crmscore.config import ScoringConfig
+    from crmscore.io.crm import create_engine
+    from test_scores_io import make_customer_scores, make_lead_scores
+
+    url = os.environ["CRMSCORE_TEST_WRITER_URL"]  # not on the command line: it may hold a password
+    schema, ready = (sys.argv[1] or None), Path(sys.argv[2])
+    real = scores_io._upsert_latest
+
+    def slow(conn, kind, hist, latest, params):
+        n = real(conn, kind, hist, latest, params)
+        if kind.name == "customer":  # customer history + latest written, leads not yet
+            ready.write_text(str(n))
+            time.sleep(120)
+        return n
+
+    scores_io._upsert_latest = slow
+    cust = make_customer_scores({n}, run_id="run-2", as_of="2026-02-28", seed=7)
+    leads = make_lead_scores(500, run_id="run-2", as_of="2026-02-28")
+    scores_io.write_scores(create_engine(url), cust, leads, cfg=ScoringConfig(), schema=schema)
+    """
+)
+
+
+def test_killed_writer_leaves_previous_scores(store, tmp_path):
+    engine, schema = store
+    write_scores(engine, make_customer_scores(2000), make_lead_scores(500), cfg=CFG, schema=schema)
+    before = snapshot(engine, schema)
+    ready = tmp_path / "ready"
+    script = tmp_path / "writer.py"
+    n = 20_000
+    script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parent), n=n))
+    url = engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, "CRMSCORE_TEST_WRITER_URL": url}
+    proc = subprocess.Popen([sys.executable, str(script), schema or "", str(ready)], env=env)
+    try:
+        deadline = time.monotonic() + 40
+        while not ready.exists():
+            assert proc.poll() is None, "writer exited before reaching the pause"
+            assert time.monotonic() < deadline, "writer never reached the pause"
+            time.sleep(0.05)
+        assert ready.read_text() == str(n)  # latest rows were replaced inside the open transaction
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    assert_same(before, snapshot(engine, schema))
+    # and the store still takes the next run
+    write_scores(
+        engine, make_customer_scores(2000, run_id="run-3", as_of="2026-03-31"), cfg=CFG, schema=schema
+    )
+    assert read_scores(engine, CFG, schema=schema)["run_id"].unique().tolist() == ["run-3"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d.assign(churn_probability=d["churn_probability"].where(d.index != 3)),
+            "churn_probability: 1 NaN",
+        ),
+        (lambda d: d.assign(p_alive=d["p_alive"] + 1.5), r"p_alive: \d+ values outside \[0.0, 1.0\]"),
+        (lambda d: d.assign(predicted_clv=-d["predicted_clv"]), r"predicted_clv: \d+ values outside >= 0"),
+        (lambda d: d.iloc[1:], r"customer_scores: 99 rows for 100 expected ids"),
+        (lambda d: d.iloc[:0], "empty"),
+    ],
+)
+def test_invalid_scores_write_nothing(store, mutate, message):
+    engine, schema = store
+    good = make_customer_scores(100)
+    write_scores(engine, good, cfg=CFG, schema=schema)
+    before = snapshot(engine, schema)
+    bad = mutate(make_customer_scores(100, run_id="run-2", as_of="2026-02-28"))
+    with pytest.raises(ScoreValidationError, match=message):
+        write_scores(engine, bad, cfg=CFG, schema=schema, expected_customer_ids=good["customer_id"])
+    assert_same(before, snapshot(engine, schema))
+
+
+def test_shrunken_score_set_is_refused(store):
+    engine, schema = store
+    write_scores(engine, make_customer_scores(1000), make_lead_scores(100), cfg=CFG, schema=schema)
+    before = snapshot(engine, schema)
+    small = make_customer_scores(400, run_id="run-2", as_of="2026-02-28")
+    with pytest.raises(
+        ScoreValidationError, match=r"400 rows is fewer than 50% of the previous run's 1000 rows"
+    ):
+        write_scores(engine, small, make_lead_scores(100, run_id="run-2"), cfg=CFG, schema=schema)
+    assert_same(before, snapshot(engine, schema))
+    # a knowingly lowered ratio lets it through
+    lax = CFG.model_copy(update={"min_rows_ratio": 0.3})
+    write_scores(engine, small, cfg=lax, schema=schema)
+    assert len(read_scores(engine, CFG, "customer_history", schema=schema)) == 1400
+
+
+def test_bad_table_names_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"scoring\.customer_scores_table"):
+        config_from_mapping({"scoring": {"customer_scores_table": 'x"; drop table customers; --'}})
+    with pytest.raises(ConfigError, match="distinct"):
+        config_from_mapping({"scoring": {"lead_scores_table": "customer_scores"}})
+    # a config built around validation is still refused before any SQL
+    sneaky = ScoringConfig.model_construct(**{**CFG.model_dump(), "lead_history_table": "a b"})
+    engine = create_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+    with pytest.raises(ConfigError, match=r"scoring\.lead_history_table"):
+        write_scores(engine, make_customer_scores(10), cfg=sneaky)
+    assert sa.inspect(engine).get_table_names() == []
+
+
+def test_custom_table_names_and_foreign_table(store):
+    engine, schema = store
+    cfg = CFG.model_copy(update={"customer_scores_table": "cs_latest", "customer_history_table": "cs_hist"})
+    cfg_foreign = cfg.model_copy(update={"lead_scores_table": "foreign_table"})
+    write_scores(engine, make_customer_scores(20), cfg=cfg, schema=schema)
+    assert len(read_scores(engine, cfg, schema=schema)) == 20
+    assert {"cs_latest", "cs_hist"} <= set(sa.inspect(engine).get_table_names(schema=schema))
+    # an unrelated table already using a configured name is not written into
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"CREATE TABLE {'' if schema is None else schema + '.'}foreign_table (x integer)")
+        )
+    before = read_scores(engine, cfg, "customer_history", schema=schema)
+    with pytest.raises(ScoreTableError, match="foreign_table"):
+        write_scores(
+            engine, make_customer_scores(20, run_id="r2"), make_lead_scores(5), cfg=cfg_foreign, schema=schema
+        )
+    pd.testing.assert_frame_equal(read_scores(engine, cfg, "customer_history", schema=schema), before)

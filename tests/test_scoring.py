@@ -1,0 +1,303 @@
+"""Assembly of score rows (crmscore.scoring): formulas, trend, cold start and the output checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crmscore.config import ScoringConfig
+from crmscore.scoring import (
+    CUSTOMER_SCORE_COLUMNS,
+    LEAD_SCORE_COLUMNS,
+    ScoreValidationError,
+    assemble_customer_scores,
+    assemble_lead_scores,
+    check_customer_scores,
+    check_lead_scores,
+    health_score,
+    trend_labels,
+)
+
+CFG = ScoringConfig()
+SCORED_AT = datetime(2026, 2, 1, 6, 30, tzinfo=UTC)
+VERSIONS = {"churn": ("crmscore-churn", "3"), "clv": {"name": "crmscore-clv", "version": "2"}}
+
+
+def small_inputs() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    ids = pd.Index(["C3", "C1", "C2"], name="customer_id")  # unsorted on purpose
+    features = pd.DataFrame(
+        {
+            "recency_days": [60.0, 0.0, np.nan],
+            "n_purchases": [1.0, 5.0, 0.0],
+            "tenure_days": [30.0, 400.0, 200.0],
+            "purchase_trend": [-1.0, 1.0, np.nan],
+            "tickets_open": [1.0, 0.0, np.nan],
+            "csat_mean": [np.nan, 5.0, np.nan],
+            "rfm_segment": pd.Categorical(["New", "Champions", "No purchases"]),
+        },
+        index=ids,
+    )
+    reasons = json.dumps([{"feature": "recency_days", "label": "Days since last purchase", "value": 60,
+                           "direction": "increases", "contribution": 0.8}])  # fmt: skip
+    churn = pd.DataFrame(
+        {
+            "churn_probability": [0.6, 0.1, 0.3],
+            "churn_risk": ["high", "low", "medium"],
+            "top_reasons": [reasons, None, "[]"],
+        },
+        index=ids,
+    )
+    buyers = ["C1", "C3"]
+    clv = pd.DataFrame(
+        {"p_alive": [0.9, 0.5], "expected_purchases": [4.0, 0.5], "predicted_clv": [500.0, 40.0]},
+        index=buyers,
+    )
+    interval = pd.DataFrame(
+        {
+            "expected_purchases_lower": [3.0, 0.2],
+            "expected_purchases_upper": [5.0, 0.9],
+            "predicted_clv_lower": [400.0, 20.0],
+            "predicted_clv_upper": [650.0, 70.0],
+        },
+        index=buyers,
+    )
+    return features, churn, clv, interval
+
+
+def assemble(previous: pd.DataFrame | None = None, cfg: ScoringConfig = CFG) -> pd.DataFrame:
+    f, c, v, i = small_inputs()
+    return assemble_customer_scores(
+        f, c, v, i, as_of="2026-01-31", run_id="run-1", model_versions=VERSIONS,
+        scored_at=SCORED_AT, previous=previous, cfg=cfg,
+    )  # fmt: skip
+
+
+def test_customer_rows_have_the_contract_columns_and_values():
+    out = assemble().set_index("customer_id")
+    assert list(out.reset_index().columns) == list(CUSTOMER_SCORE_COLUMNS)
+    assert list(out.index) == ["C1", "C2", "C3"]
+    assert (out["as_of"] == date(2026, 1, 31)).all()
+    assert (out["scored_at"] == pd.Timestamp(SCORED_AT)).all()
+    assert out.loc["C3", "value_at_risk"] == pytest.approx(0.6 * 40.0)
+    assert out.loc["C1", "value_at_risk"] == pytest.approx(0.1 * 500.0)
+    # no purchase: no CLV estimate (NULL) and nothing measured at risk
+    assert np.isnan(out.loc["C2", "predicted_clv"]) and out.loc["C2", "value_at_risk"] == 0.0
+    assert out.loc["C2", "rfm_segment"] == "No purchases"
+    assert out.loc["C3", "predicted_clv_upper"] == 70.0
+    assert json.loads(out.loc["C3", "top_reasons"])[0]["feature"] == "recency_days"
+    assert pd.isna(out.loc["C1", "top_reasons"])
+    assert set(out["trend"]) == {"new"}
+    assert out[["churn_model", "churn_model_version", "clv_model", "clv_model_version"]].iloc[0].tolist() == [
+        "crmscore-churn", "3", "crmscore-clv", "2",
+    ]  # fmt: skip
+    # cold start: C3 tenure 30 d and one purchase; C2 no purchase; C1 established
+    assert out["cold_start"].to_dict() == {"C1": False, "C2": True, "C3": True}
+    check_customer_scores(out.reset_index(), expected_ids=["C1", "C2", "C3"])
+
+
+def test_inputs_are_not_modified():
+    f, c, v, i = small_inputs()
+    copies = [x.copy(deep=True) for x in (f, c, v, i)]
+    assemble_customer_scores(
+        f, c, v, i, as_of="2026-01-31", run_id="r", model_versions=VERSIONS, scored_at=SCORED_AT,
+        previous=None, cfg=CFG,
+    )  # fmt: skip
+    for before, after in zip(copies, (f, c, v, i), strict=True):
+        pd.testing.assert_frame_equal(before, after)
+
+
+def test_health_score_formula_by_hand():
+    f, c, v, _ = small_inputs()
+    p = c["churn_probability"]
+    alive = v["p_alive"].reindex(f.index)
+    h = health_score(p, alive, f, CFG)
+    w = CFG.health_weights
+    # C1: retention .9, alive .9, engagement mean(0.5**0, (1+1)/2)=1, support mean(1/(1+0), (5-1)/4)=1
+    c1 = (w["retention"] * 0.9 + w["alive"] * 0.9 + w["engagement"] * 1 + w["support"] * 1) / sum(w.values())
+    assert h["C1"] == pytest.approx(round(100 * c1, 1))
+    # C3: retention .4, alive .5, engagement mean(0.5**(60/60), 0)=.25, support mean(1/2)=.5
+    c3 = (w["retention"] * 0.4 + w["alive"] * 0.5 + w["engagement"] * 0.25 + w["support"] * 0.5) / sum(
+        w.values()
+    )
+    assert h["C3"] == pytest.approx(round(100 * c3, 1))
+    # C2: only retention is known -> 100 * (1 - 0.3); missing measures neither reward nor penalise
+    assert h["C2"] == pytest.approx(70.0)
+    assert h.between(0, 100).all()
+
+
+def test_trend_thresholds_and_new():
+    now = pd.Series([0.50, 0.50, 0.50, 0.50], index=["a", "b", "c", "d"])
+    prev = pd.Series([0.60, 0.45, 0.52, 0.40], index=["a", "b", "c", "x"])
+    t = trend_labels(now, prev, threshold=0.05)
+    assert t.to_dict() == {"a": "improving", "b": "declining", "c": "steady", "d": "new"}
+    assert set(trend_labels(now, None, 0.05)) == {"new"}
+
+
+def test_trend_against_previous_frame():
+    prev = pd.DataFrame({"customer_id": ["C1", "C3"], "churn_probability": [0.3, 0.6]})
+    out = assemble(previous=prev).set_index("customer_id")
+    assert out["trend"].to_dict() == {"C1": "improving", "C2": "new", "C3": "steady"}
+
+
+def test_lead_rows():
+    lead_out = pd.DataFrame(
+        {
+            "conversion_probability": [0.8, 0.1],
+            "lead_score": np.array([80, 10]),
+            "lead_grade": ["A", "D"],
+            "top_reasons": ["[]", None],
+        },
+        index=pd.Index(["L2", "L1"], name="lead_id"),
+    )
+    out = assemble_lead_scores(
+        lead_out,
+        as_of=date(2026, 1, 31),
+        run_id="r",
+        model_version=("crmscore-leads", "7"),
+        scored_at=SCORED_AT,
+    )
+    assert list(out.columns) == list(LEAD_SCORE_COLUMNS)
+    assert out["lead_id"].tolist() == ["L1", "L2"]
+    assert out["model_version"].unique().tolist() == ["7"]
+    check_lead_scores(out, expected_ids=["L1", "L2"])
+
+
+def test_scored_at_must_be_aware_and_as_of_a_day():
+    f, c, v, i = small_inputs()
+    kw = {"run_id": "r", "model_versions": VERSIONS, "previous": None, "cfg": CFG}
+    with pytest.raises(ValueError, match="timezone-aware"):
+        assemble_customer_scores(f, c, v, i, as_of="2026-01-31", scored_at=datetime(2026, 2, 1), **kw)
+    with pytest.raises(ValueError, match="must be a day"):
+        assemble_customer_scores(f, c, v, i, as_of="2026-01-31 10:00", scored_at=SCORED_AT, **kw)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.assign(churn_probability=[0.1, np.nan, 0.6]), r"churn_probability: 1 NaN"),
+        (
+            lambda d: d.assign(churn_probability=[0.1, 1.2, 0.6]),
+            r"churn_probability: 1 values outside \[0.0, 1.0\]",
+        ),
+        (lambda d: d.assign(predicted_clv=[-1.0, np.nan, 40.0]), r"predicted_clv: 1 values outside >= 0"),
+        (
+            lambda d: d.assign(predicted_clv_lower=[600.0, np.nan, 20.0]),
+            r"predicted_clv: 1 rows where not lower",
+        ),
+        (lambda d: d.assign(p_alive=[np.nan, np.nan, 0.5]), r"p_alive: 1 NaN for customers with purchases"),
+        (lambda d: d.head(0), r"empty"),
+        (lambda d: d.head(2), r"2 rows for 3 expected ids \(1 missing"),
+        (lambda d: pd.concat([d, d.tail(1)]), r"1 duplicate customer_id"),
+        (
+            lambda d: d.assign(churn_risk=["low", "medium", "severe"]),
+            r"churn_risk: unknown values \['severe'\]",
+        ),
+        (lambda d: d.drop(columns="health_score"), r"missing columns \['health_score'\]"),
+    ],
+)
+def test_check_customer_scores_names_the_problem(mutate, message):
+    good = assemble()
+    with pytest.raises(ScoreValidationError, match=message):
+        check_customer_scores(mutate(good), expected_ids=["C1", "C2", "C3"])
+
+
+def test_check_lead_scores_refuses_bad_grades_and_probabilities():
+    out = pd.DataFrame(
+        {
+            "lead_id": ["L1", "L2"],
+            "as_of": [date(2026, 1, 31)] * 2,
+            "conversion_probability": [1.5, 0.2],
+            "lead_score": [150, 20],
+            "lead_grade": ["A", "E"],
+            "top_reasons": [None, None],
+            "model": "m",
+            "model_version": "1",
+            "run_id": "r",
+            "scored_at": pd.Timestamp(SCORED_AT),
+        }
+    )
+    with pytest.raises(ScoreValidationError) as exc:
+        check_lead_scores(out)
+    msg = str(exc.value)
+    assert "conversion_probability" in msg and "lead_score" in msg and "lead_grade" in msg
+
+
+def test_scoring_config_block():
+    from pathlib import Path
+
+    from crmscore.config import ConfigError, config_from_mapping, load_config
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    assert load_config(params).scoring == ScoringConfig()  # params.yaml states the defaults
+    with pytest.raises(ConfigError, match=r"scoring\.trend_trheshold: unknown key"):
+        config_from_mapping({"scoring": {"trend_trheshold": 0.1}})
+    with pytest.raises(ConfigError, match="health_weights"):
+        config_from_mapping({"scoring": {"health_weights": {"retention": -1.0}}})
+    with pytest.raises(ConfigError, match="csat_scale"):
+        config_from_mapping({"scoring": {"csat_scale": [5, 1]}})
+
+
+def test_interval_missing_its_point_is_widened_swapped_is_refused(caplog):
+    f, c, v, i = small_inputs()
+    kw = {"as_of": "2026-01-31", "run_id": "r", "model_versions": VERSIONS, "scored_at": SCORED_AT}
+    miss = i.assign(predicted_clv_lower=[510.0, 20.0])  # C1: point 500 below the lower bound 510
+    with caplog.at_level("WARNING", logger="crmscore.scoring"):
+        out = assemble_customer_scores(f, c, v, miss, previous=None, cfg=CFG, **kw).set_index("customer_id")
+    assert out.loc["C1", "predicted_clv_lower"] == 500.0 and out.loc["C1", "predicted_clv_upper"] == 650.0
+    assert "1 intervals did not contain the point estimate" in caplog.text
+    swapped = i.rename(
+        columns={"predicted_clv_lower": "predicted_clv_upper", "predicted_clv_upper": "predicted_clv_lower"}
+    )
+    with pytest.raises(ScoreValidationError, match=r"predicted_clv: 2 rows with lower > upper"):
+        assemble_customer_scores(f, c, v, swapped, previous=None, cfg=CFG, **kw)
+
+
+def test_real_model_outputs_assemble_write_and_rank(tmp_path):
+    """The contract with the estimators: real churn and CLV outputs → rows → SQLite → worklist."""
+    from crmscore.config import ChurnConfig, Config
+    from crmscore.estimators.churn import CalibratedChurnModel
+    from crmscore.estimators.clv import ClvModel
+    from crmscore.io.crm import create_engine
+    from crmscore.io.scores import read_scores, write_scores
+    from crmscore.pipelines.features import build_churn_training_set, build_feature_table
+    from crmscore.schema import CRMData
+    from crmscore.synth import generate
+    from crmscore.worklist import build_worklist
+
+    synth = generate(1000, seed=3, leads_per_customer=0.5)
+    t = synth.tables
+    data = CRMData(
+        customers=t["customers"], transactions=t["transactions"], support_tickets=t["support_tickets"]
+    )
+    cfg = Config()
+    train = build_churn_training_set(
+        data, "2025-06-30", cfg, n_cutoffs=3, step_days=90, observed_until="2025-12-31"
+    )
+    # reasons for the bands the worklist shows (churn.explain_bands must cover scoring.worklist_bands)
+    churn_cfg = ChurnConfig(
+        min_rows=200, min_positives=30, min_calibration_positives=10, n_estimators=40, num_leaves=7, n_jobs=1
+    )
+    model = CalibratedChurnModel.from_config(churn_cfg).fit(
+        train.drop(columns=["churn"]), train["churn"].to_numpy()
+    )
+    feats = build_feature_table(data, "2025-09-30", cfg)
+    summary = feats.loc[feats["frequency"].notna(), ["frequency", "recency", "T", "monetary_value"]]
+    clv = ClvModel(n_bootstrap=20).fit(summary)
+    out = assemble_customer_scores(
+        feats, model.predict_frame(feats), clv.predict(summary), clv.predict_interval(summary),
+        as_of="2025-09-30", run_id="it-1", model_versions=VERSIONS, scored_at=SCORED_AT, previous=None,
+        cfg=cfg.scoring,
+    )  # fmt: skip
+    check_customer_scores(out, expected_ids=feats.index)
+    engine = create_engine(f"sqlite:///{tmp_path / 'crm.sqlite'}")
+    write_scores(engine, out, cfg=cfg.scoring, expected_customer_ids=feats.index)
+    back = read_scores(engine, cfg.scoring)
+    assert len(back) == len(feats) and back["top_reasons"].notna().any()
+    assert np.allclose(back["value_at_risk"], back["churn_probability"] * back["predicted_clv"].fillna(0))
+    wl = build_worklist(back, t["customers"], cfg.scoring)
+    assert wl["value_at_risk"].is_monotonic_decreasing and wl["owner"].notna().all()
+    assert wl["reasons"].str.contains("↑").any()
