@@ -1,0 +1,174 @@
+"""``crmscore score`` end to end: champion models → scores written to SQLite and PostgreSQL.
+
+One small synthetic CRM (3,000 customers, few trees) is trained once for the module.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from crmscore.config import config_from_mapping
+from crmscore.io.crm import create_engine, write_sql_tables
+from crmscore.io.scores import read_scores
+from crmscore.pipelines.score import run_score
+from crmscore.validation import load_validated
+
+AS_OF = date(2025, 12, 31)
+FAST = {"n_estimators": 40, "num_leaves": 7, "n_jobs": 1, "min_rows": 200, "min_positives": 30}
+
+
+def _params(root: Path, **data) -> dict:
+    return {
+        "data": {
+            "crm_url": f"sqlite:///{root / 'crm.sqlite'}",
+            "quarantine": {"folder": str(root / "q")},
+            **data,
+        },
+        "churn": FAST,
+        "leads": FAST,
+        "clv": {"n_bootstrap": 20},
+        "tracking": {
+            "tracking_uri": f"sqlite:///{root}/mlruns/mlflow.db",
+            "artifact_location": str(root / "mlruns" / "artifacts"),
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A SQLite CRM with a trained registry; returns (root, params dict, synthetic CRM)."""
+    from crmscore import synth
+    from crmscore.pipelines.train import train_models
+
+    root = tmp_path_factory.mktemp("score")
+    crm = synth.generate(3000, seed=5)
+    write_sql_tables(create_engine(f"sqlite:///{root / 'crm.sqlite'}"), crm.tables)
+    params = _params(root)
+    cfg = config_from_mapping(params)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("CRMSCORE_CRM_URL", raising=False)
+        data, report = load_validated(cfg, as_of=AS_OF)
+        result = train_models(cfg, AS_OF, data=data, report=report)
+    assert result.models["churn"].status == "trained" and result.models["clv"].status == "trained"
+    return root, params, crm
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("CRMSCORE_CRM_URL", raising=False)
+
+
+def _score(params: dict, root: Path, **kw):
+    cfg = config_from_mapping(params)
+    data, _ = load_validated(cfg, as_of=AS_OF)
+    return cfg, data, run_score(data, AS_OF, cfg, worklist_dir=root / "reports", **kw)
+
+
+def _tables(cfg) -> dict[str, pd.DataFrame]:
+    engine = create_engine(cfg.data.resolved_crm_url())
+    try:
+        return {
+            w: read_scores(engine, cfg.scoring, w, cfg.data.db_schema)
+            for w in ("customer_scores", "customer_history", "lead_scores", "lead_history")
+        }
+    finally:
+        engine.dispose()
+
+
+def test_cli_scores_every_customer_and_writes_outputs(trained, env, monkeypatch, capsys):
+    from crmscore.cli import main
+
+    root, params, crm = trained
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(
+        sys, "argv", ["crmscore", "--params", "params.yaml", "score", "--as-of", "2025-12-31", "-o", "s.csv"]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    text = capsys.readouterr().out
+    assert info.value.code == 0, text
+    scores = pd.read_csv(root / "s.csv")
+    known = crm.tables["customers"]["created_at"] < pd.Timestamp("2026-01-01", tz="UTC")
+    assert len(scores) == int(known.sum()) and scores["customer_id"].is_unique
+    assert scores["churn_probability"].between(0, 1).all()
+    assert (
+        scores["value_at_risk"] - scores["churn_probability"] * scores["predicted_clv"].fillna(0)
+    ).abs().max() < 1e-9
+    assert (root / "reports" / "worklist.html").exists() and (root / "reports" / "worklist.csv").exists()
+    tables = _tables(config_from_mapping(params))
+    assert len(tables["customer_scores"]) == len(scores)
+
+
+def test_written_score_equals_the_registered_pyfunc(trained, env):
+    from crmscore.pipelines.features import build_feature_table
+    from crmscore.tracking import TrackingSession, load_pyfunc, prepare_input
+
+    root, params, _ = trained
+    cfg, data, run = _score(params, root)
+    written = _tables(cfg)["customer_scores"].set_index("customer_id")
+    features = build_feature_table(data, AS_OF, cfg)
+    with TrackingSession(cfg.tracking):
+        model = load_pyfunc(f"models:/{cfg.tracking.registered_names.churn}@champion")
+        expected = model.predict(prepare_input(model.unwrap_python_model().bundle, features))
+    expected.index = features.index
+    got = written.loc[features.index, "churn_probability"].astype(float)
+    np.testing.assert_allclose(got.to_numpy(), expected["churn_probability"].to_numpy(), rtol=0, atol=1e-12)
+    assert (written["run_id"] == run.run_id).all()
+    assert set(written["churn_model_version"].astype(str)) == {str(run.model_versions["churn"]["version"])}
+
+
+def test_replay_changes_nothing(trained, env):
+    root, params, _ = trained
+    cfg, _, first = _score(params, root)
+    before = _tables(cfg)
+    _, _, again = _score(params, root)
+    after = _tables(cfg)
+    assert again.run_id == first.run_id
+    assert again.written.history_inserted == {k: 0 for k in again.written.history_inserted}
+    for name in before:
+        cols = [c for c in before[name].columns if c != "scored_at"]
+        pd.testing.assert_frame_equal(before[name][cols], after[name][cols])
+
+
+def test_missing_model_input_column_fails_naming_it_and_writes_nothing(trained, env, monkeypatch):
+    import crmscore.pipelines.features as feats
+
+    root, params, _ = trained
+    cfg = config_from_mapping(params)
+    _score(params, root)
+    before = _tables(cfg)
+    real = feats.build_feature_table
+    monkeypatch.setattr(
+        feats, "build_feature_table", lambda *a, **k: real(*a, **k).drop(columns=["tenure_days"])
+    )
+    with pytest.raises(ValueError, match="tenure_days"):
+        _score(params, root, run_id="another-run")
+    after = _tables(cfg)
+    for name in before:
+        pd.testing.assert_frame_equal(before[name], after[name])
+
+
+@pytest.mark.postgres
+def test_scores_written_to_postgres_match_sqlite(trained, env, pg_engine, pg_schema, monkeypatch):
+    root, params, crm = trained
+    write_sql_tables(pg_engine, crm.tables, schema=pg_schema)
+    monkeypatch.setenv("CRMSCORE_CRM_URL", pg_engine.url.render_as_string(hide_password=False))
+    pg_params = {**params, "data": {**params["data"], "db_schema": pg_schema}}
+    cfg, _, run = _score(pg_params, root)
+    assert run.written.latest_updated["customer_scores"] == len(run.customer_scores)
+    pg = _tables(cfg)["customer_scores"].set_index("customer_id").sort_index()
+    monkeypatch.delenv("CRMSCORE_CRM_URL")
+    _score(params, root)
+    lite = _tables(config_from_mapping(params))["customer_scores"].set_index("customer_id").sort_index()
+    np.testing.assert_allclose(pg["churn_probability"].astype(float), lite["churn_probability"].astype(float))
+    np.testing.assert_allclose(pg["predicted_clv"].astype(float), lite["predicted_clv"].astype(float))
