@@ -164,3 +164,13 @@ def test_postgres_through_config_env(pg_engine, pg_schema, monkeypatch):
     cfg = config_from_mapping({"data": {"db_schema": pg_schema}})
     data, report = load_validated(cfg, as_of="2025-01-01", now="2025-01-02")
     assert report.usable and data.transactions is not None and len(data.transactions) == 4
+
+
+def test_sqlite_write_of_object_columns_with_missing_values(tmp_path):
+    """pandas 3 may hand out read-only object arrays: missing values still become NULL."""
+    df = pd.DataFrame({"a": pd.Series(["x", None, "z"], dtype=object), "b": [1.0, None, 3.0]})
+    engine = create_engine(f"sqlite:///{tmp_path / 'o.sqlite'}")
+    write_sql_tables(engine, {"t": df})
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select a, b from t order by rowid")).all()
+    assert [tuple(r) for r in rows] == [("x", 1.0), (None, None), ("z", 3.0)]

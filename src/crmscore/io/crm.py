@@ -98,7 +98,7 @@ def _dbapi_ready(df: pd.DataFrame) -> pd.DataFrame:
         if isinstance(s.dtype, pd.DatetimeTZDtype):
             cols[col] = _iso_utc(s)
         else:
-            vals = s.to_numpy(dtype=object)
+            vals = np.array(s.to_numpy(dtype=object), dtype=object, copy=True)  # may be a read-only view
             vals[pd.isna(vals)] = None
             cols[col] = vals
     return pd.DataFrame(cols, index=df.index, columns=df.columns)
