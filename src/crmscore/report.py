@@ -438,6 +438,13 @@ _METRIC_NAMES: dict[str, str] = {
 }
 
 
+_LEAD_METRIC_NAMES: dict[str, str] = {
+    **_METRIC_NAMES,
+    "capture_top_decile": "Conversions found in the best-scored 10 %",
+    "lift_top_decile": "Times better than random in the best-scored 10 %",
+}
+
+
 def _churn_meaning(cfg: Config) -> str:
     c = cfg.churn
     if c.definition == "inactivity":
@@ -513,7 +520,7 @@ def _train_summary_blocks(summary: Mapping[str, Any]) -> list[TableBlock | str]:
         if m.get("status") != "trained":
             blocks.append(f"{title}: {m.get('status', 'unknown')}. {m.get('reason', '')}".strip())
             continue
-        names = _CLV_METRICS if key == "clv" else _METRIC_NAMES
+        names = _CLV_METRICS if key == "clv" else _LEAD_METRIC_NAMES if key == "leads" else _METRIC_NAMES
         scored = {
             str(m.get("registered_name") or title): m.get("metrics", {}),
             **{_BASELINE_NAMES.get(k, k): v for k, v in m.get("baselines", {}).items()},
