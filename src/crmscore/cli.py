@@ -52,6 +52,10 @@ class _State:
 
 _state = _State()
 
+FolderOption = Annotated[
+    Path | None, typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source.")
+]
+
 
 class Sink(StrEnum):
     crm = "crm"
@@ -327,10 +331,7 @@ def features(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Cutoff day YYYY-MM-DD (default: features.as_of in params).")
     ] = None,
-    folder: Annotated[
-        Path | None,
-        typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source."),
-    ] = None,
+    folder: FolderOption = None,
 ) -> None:
     """Write the point-in-time feature table (one row per customer) for a cutoff day."""
     cfg = _source_option_overrides(_config(), folder)
@@ -560,10 +561,7 @@ def score(
     write_back: Annotated[
         bool, typer.Option("--write/--no-write", help="Write the scores back to the CRM store.")
     ] = True,
-    folder: Annotated[
-        Path | None,
-        typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source."),
-    ] = None,
+    folder: FolderOption = None,
 ) -> None:
     """Score every customer and open lead with the @champion models and write the scores to the CRM.
 
@@ -591,10 +589,7 @@ def report(
     train_json: Annotated[
         Path | None, typer.Option(help="The --report-json of 'crmscore train' for the model-quality section.")
     ] = None,
-    folder: Annotated[
-        Path | None,
-        typer.Option(help="Read this folder of CSV/Parquet files instead of the configured source."),
-    ] = None,
+    folder: FolderOption = None,
 ) -> None:
     """Write the KPI and model report: one self-contained HTML file and a JSON file of every number."""
     from crmscore.pipelines.report import run_report

@@ -232,14 +232,6 @@ def write_worklist(
 
 def write_scores_file(df: pd.DataFrame, path: str | Path) -> Path:
     """Write score rows to ``.csv`` or ``.parquet`` / ``.pq`` (by extension), without the index."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"unsupported output extension {p.suffix!r}: use .csv or .parquet")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        df.to_csv(p, index=False)
-    else:
-        df.to_parquet(p, index=False)
-    logger.info("wrote %d score rows to %s", len(df), p)
-    return p
+    from crmscore.io.files import write_table
+
+    return write_table(df, path, index=False)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import pandas as pd
 
-__all__ = ["find_table_file", "read_folder", "write_folder"]
+__all__ = ["find_table_file", "read_folder", "write_folder", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +123,24 @@ def write_folder(
             _for_csv(df).to_csv(path, index=False)
         paths.append(path)
     return paths
+
+
+def write_table(df: pd.DataFrame, path: str | Path, *, index: bool) -> Path:
+    """Write one frame to ``.csv`` or ``.parquet`` / ``.pq`` (chosen by the extension).
+
+    Raises
+    ------
+    ValueError
+        Any other extension.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"unsupported output extension {p.suffix!r}: use .csv or .parquet")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        df.to_csv(p, index=index)
+    else:
+        df.to_parquet(p, index=index)
+    log.info("wrote %d rows to %s", len(df), p)
+    return p

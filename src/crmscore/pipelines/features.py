@@ -160,14 +160,6 @@ def write_feature_table(df: pd.DataFrame, path: str | Path) -> Path:
     Path
         The written file.
     """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"unsupported output extension {p.suffix!r}: use .csv or .parquet")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        df.to_csv(p, index=True)
-    else:
-        df.to_parquet(p, index=True)
-    logger.info("wrote %d rows to %s", len(df), p)
-    return p
+    from crmscore.io.files import write_table
+
+    return write_table(df, path, index=True)
