@@ -257,6 +257,18 @@ def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path):
     return data, report
 
 
+def _validated(cfg: Config, day: date):
+    """Read and validate as of ``day``; print the report and exit 3 when unusable."""
+    try:
+        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder)
+    except FileNotFoundError as exc:
+        _fail(str(exc), EXIT_INVALID_DATA)
+    if not rep.usable:
+        _print_report(rep)
+        raise typer.Exit(EXIT_INVALID_DATA)
+    return data, rep
+
+
 def _source_option_overrides(cfg: Config, folder: Path | None) -> Config:
     if folder is None:
         return cfg
@@ -313,10 +325,7 @@ def run_features(cfg: Config, as_of: date, output: Path, data: CRMData | None = 
     from crmscore.pipelines.features import build_feature_table, write_feature_table
 
     if data is None:
-        data, report = run_validate(cfg, as_of, cfg.data.quarantine.folder)
-        if not report.usable:
-            _print_report(report)
-            raise typer.Exit(EXIT_INVALID_DATA)
+        data, _ = _validated(cfg, as_of)
     with stage(f"building features as of {as_of}"):
         table = build_feature_table(data, as_of, cfg)
     write_feature_table(table, output)
@@ -340,9 +349,6 @@ def features(
         _fail("give --as-of or set features.as_of in params.yaml", EXIT_USAGE)
     table = run_features(cfg, day, output)
     out.print(f"{len(table):,} customers × {table.shape[1]} columns written to {output}")
-
-
-# --------------------------------------------------------------------------- later issues
 
 
 # --------------------------------------------------------------------------- train & registry
@@ -425,13 +431,7 @@ def train(
     kinds = None if only is None else _parse_only(only)
     from crmscore.pipelines.train import train_models
 
-    try:
-        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder)
-    except FileNotFoundError as exc:
-        _fail(str(exc), EXIT_INVALID_DATA)
-    if not rep.usable:
-        _print_report(rep)
-        raise typer.Exit(EXIT_INVALID_DATA)
+    data, rep = _validated(cfg, day)
     result = train_models(cfg, day, only=kinds, data=data, report=rep)
     _print_train_result(result)
     if report_json is not None:
@@ -511,17 +511,6 @@ def export(
     missing = sorted(set(kinds) - set(written))
     if missing:
         _fail(f"no @champion for {', '.join(missing)}", EXIT_FAILURE)
-
-
-def _validated(cfg: Config, day: date):
-    try:
-        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder)
-    except FileNotFoundError as exc:
-        _fail(str(exc), EXIT_INVALID_DATA)
-    if not rep.usable:
-        _print_report(rep)
-        raise typer.Exit(EXIT_INVALID_DATA)
-    return data, rep
 
 
 def run_score_command(

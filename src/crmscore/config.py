@@ -202,15 +202,9 @@ class FeaturesConfig(_Block):
     lead_recent_days: tuple[int, ...] = (7, 30)
 
 
-class ChurnConfig(_Block):
-    """Churn labels and model."""
+class _ClassifierBlock(_Block):
+    """Model keys shared by ``churn`` and ``leads`` (crmscore.estimators; see docs/models.md)."""
 
-    definition: Literal["contractual", "inactivity", "label"] = "inactivity"
-    horizon_days: int = Field(90, gt=0)
-    label_column: str = "churn"
-    #: inactivity churn: only customers with a purchase in the last N days are eligible (None: any)
-    activity_lookback_days: int | None = Field(None, gt=0)
-    # --- model (crmscore.estimators.churn; see docs/models.md) ---
     #: LightGBM parameters
     n_estimators: int = Field(200, gt=0)
     learning_rate: float = Field(0.05, gt=0)
@@ -221,8 +215,8 @@ class ChurnConfig(_Block):
     reg_lambda: float = Field(0.0, ge=0)
     n_jobs: int = 2
     random_state: int = 0
-    #: feature columns never given to the model (rfm_score duplicates r/f/m_score)
-    exclude_features: tuple[str, ...] = ("rfm_score",)
+    #: feature columns never given to the model
+    exclude_features: tuple[str, ...] = ()
     #: probability calibration, fitted on the latest training cutoff (never the training rows)
     calibration: Literal["sigmoid", "isotonic"] = "sigmoid"
     #: snapshot data without dates: stratified shares set aside for calibration / evaluation
@@ -235,17 +229,31 @@ class ChurnConfig(_Block):
     #: leakage canaries: a single feature's AUC, or the evaluation AUC, above these fails
     max_single_feature_auc: float = Field(0.98, gt=0.5, le=1)
     max_eval_auc: float = Field(0.98, gt=0.5, le=1)
+    #: reasons: top N positive and N negative contributions per explained row
+    n_reasons: int = Field(5, ge=1)
+    #: also explain the top N rows by probability
+    explain_top_n: int | None = Field(None, ge=1)
+
+
+class ChurnConfig(_ClassifierBlock):
+    """Churn labels and model."""
+
+    definition: Literal["contractual", "inactivity", "label"] = "inactivity"
+    horizon_days: int = Field(90, gt=0)
+    label_column: str = "churn"
+    #: inactivity churn: only customers with a purchase in the last N days are eligible (None: any)
+    activity_lookback_days: int | None = Field(None, gt=0)
+    #: rfm_score duplicates r/f/m_score
+    exclude_features: tuple[str, ...] = ("rfm_score",)
     #: churn_risk bands from the calibrated probability: high >= high, medium >= medium
     risk_thresholds: dict[Literal["high", "medium"], float] = Field(
         default_factory=lambda: {"high": 0.5, "medium": 0.25}
     )
-    #: reasons: top N positive and N negative contributions, only for these bands / top rows
-    n_reasons: int = Field(5, ge=1)
+    #: reasons only for customers in these risk bands (and the top N when set)
     explain_bands: tuple[Literal["high", "medium", "low"], ...] = ("high", "medium")
-    explain_top_n: int | None = Field(None, ge=1)
 
 
-class LeadsConfig(_Block):
+class LeadsConfig(_ClassifierBlock):
     """Lead labels and scoring model."""
 
     conversion_window_days: int = Field(90, gt=0)
@@ -255,30 +263,10 @@ class LeadsConfig(_Block):
     grade_thresholds: dict[Literal["A", "B", "C"], float] = Field(
         default_factory=lambda: {"A": 75.0, "B": 50.0, "C": 25.0}
     )
-    # --- model (crmscore.estimators.leads; see docs/models.md) ---
-    n_estimators: int = Field(200, gt=0)
-    learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_child_samples: int = Field(20, ge=1)
-    subsample: float = Field(1.0, gt=0, le=1)
-    colsample_bytree: float = Field(1.0, gt=0, le=1)
-    reg_lambda: float = Field(0.0, ge=0)
-    n_jobs: int = 2
-    random_state: int = 0
-    exclude_features: tuple[str, ...] = ()
-    calibration: Literal["sigmoid", "isotonic"] = "sigmoid"
-    calibration_fraction: float = Field(0.3, gt=0, lt=1)
-    holdout_fraction: float = Field(0.25, gt=0, lt=1)
-    #: gates: Einstein-style minimums (it asks for >= 1,000 leads with >= 120 conversions)
-    min_rows: int = Field(1000, ge=1)
+    #: Einstein-style minimum (it asks for >= 1,000 leads with >= 120 conversions)
     min_positives: int = Field(120, ge=1)
-    min_calibration_positives: int = Field(20, ge=1)
-    max_single_feature_auc: float = Field(0.98, gt=0.5, le=1)
-    max_eval_auc: float = Field(0.98, gt=0.5, le=1)
-    n_reasons: int = Field(5, ge=1)
     #: reasons only for leads of these grades (and the top N by score when set)
     explain_grades: tuple[Literal["A", "B", "C", "D"], ...] = ("A", "B")
-    explain_top_n: int | None = Field(None, ge=1)
 
 
 class ClvConfig(_Block):

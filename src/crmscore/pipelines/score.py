@@ -120,28 +120,48 @@ def _reasons(model: ChampionModel, X: pd.DataFrame, mask: Any, n: int) -> list[s
     return out
 
 
+def _predict_explained(
+    model: ChampionModel,
+    X: pd.DataFrame,
+    columns: tuple[str, str],
+    explain_groups: tuple[str, ...],
+    cfg: Any,
+) -> pd.DataFrame:
+    """The pyfunc's predictions for ``X`` plus ``top_reasons`` for the rows someone acts on.
+
+    ``columns`` names the probability and the group (risk band or grade) columns; reasons are
+    computed only for rows in ``explain_groups`` or the top ``cfg.explain_top_n``.
+    """
+    from crmscore.estimators.reasons import rows_to_explain
+    from crmscore.tracking import prepare_input
+
+    out = model.pyfunc.predict(prepare_input(model.bundle, X))
+    out.index = X.index
+    probability, group = columns
+    mask = rows_to_explain(
+        out[probability].to_numpy(),
+        groups=out[group].to_numpy(),
+        explain_groups=explain_groups,
+        top_n=cfg.explain_top_n,
+    )
+    out["top_reasons"] = _reasons(model, X, mask, cfg.n_reasons)
+    return out
+
+
 def score_frames(
     data: CRMData, as_of: date, cfg: Config, models: dict[str, ChampionModel]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame, pd.DataFrame | None]:
     """Model outputs at ``as_of``: (features, churn_out, clv_out, clv_interval, lead_out)."""
-    from crmscore.estimators.reasons import rows_to_explain
     from crmscore.pipelines.features import build_feature_table, build_lead_features
-    from crmscore.tracking import prepare_input
 
     with stage(f"building features as of {as_of}"):
         features = build_feature_table(data, as_of, cfg)
     churn = models["churn"]
     _require_columns(churn, features)
     with stage(f"scoring churn for {len(features):,} customers"):
-        churn_out = churn.pyfunc.predict(prepare_input(churn.bundle, features))
-        churn_out.index = features.index
-        mask = rows_to_explain(
-            churn_out["churn_probability"].to_numpy(),
-            groups=churn_out["churn_risk"].to_numpy(),
-            explain_groups=cfg.churn.explain_bands,
-            top_n=cfg.churn.explain_top_n,
+        churn_out = _predict_explained(
+            churn, features, ("churn_probability", "churn_risk"), cfg.churn.explain_bands, cfg.churn
         )
-        churn_out["top_reasons"] = _reasons(churn, features, mask, cfg.churn.n_reasons)
     clv = models["clv"]
     buyers = features.loc[features["frequency"].notna(), _BTYD]
     with stage(f"scoring lifetime value for {len(buyers):,} customers"):
@@ -155,15 +175,13 @@ def score_frames(
         if len(lead_features):
             _require_columns(leads, lead_features)
             with stage(f"scoring {len(lead_features):,} open leads"):
-                lead_out = leads.pyfunc.predict(prepare_input(leads.bundle, lead_features))
-                lead_out.index = lead_features.index
-                mask = rows_to_explain(
-                    lead_out["conversion_probability"].to_numpy(),
-                    groups=lead_out["lead_grade"].to_numpy(),
-                    explain_groups=cfg.leads.explain_grades,
-                    top_n=cfg.leads.explain_top_n,
+                lead_out = _predict_explained(
+                    leads,
+                    lead_features,
+                    ("conversion_probability", "lead_grade"),
+                    cfg.leads.explain_grades,
+                    cfg.leads,
                 )
-                lead_out["top_reasons"] = _reasons(leads, lead_features, mask, cfg.leads.n_reasons)
     return features, churn_out, clv_out, clv_interval, lead_out
 
 
