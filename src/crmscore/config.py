@@ -228,6 +228,9 @@ class _ClassifierBlock(_Block):
     min_calibration_positives: int = Field(20, ge=1)
     #: leakage canaries: a single feature's AUC, or the evaluation AUC, above these fails
     max_single_feature_auc: float = Field(0.98, gt=0.5, le=1)
+    #: fit LightGBM on a seeded, label-stratified sample of at most N training rows (None: all);
+    #: calibration and evaluation always use every row
+    max_train_rows: int | None = Field(300_000, ge=1000)
     max_eval_auc: float = Field(0.98, gt=0.5, le=1)
     #: reasons: top N positive and N negative contributions per explained row
     n_reasons: int = Field(5, ge=1)

@@ -326,8 +326,21 @@ def metrics_table(y: Any, scores: Mapping[str, Any], n_bins: int = 10) -> pd.Dat
 
 
 def _auc_abs(y01: np.ndarray, values: np.ndarray) -> float:
-    """max(AUC, 1 - AUC) of ``values`` as a score (direction-free separation)."""
-    auc = roc_auc_score(y01, values)
+    """max(AUC, 1 - AUC) of ``values`` as a score (direction-free separation).
+
+    The AUC is the Mann-Whitney statistic on average ranks (ties count one half), the same
+    number as ``roc_auc_score`` without its input checks (several times faster: the leakage
+    canary calls it twice per feature).
+    """
+    from scipy.stats import rankdata
+
+    pos = y01.astype(bool)
+    n1 = int(pos.sum())
+    n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("AUC needs both classes")
+    ranks = rankdata(values)
+    auc = (float(ranks[pos].sum()) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
     return float(max(auc, 1.0 - auc))
 
 

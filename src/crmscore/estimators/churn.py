@@ -108,6 +108,7 @@ _MODEL_FIELDS: tuple[str, ...] = (
     "min_positives",
     "min_calibration_positives",
     "max_single_feature_auc",
+    "max_train_rows",
 )
 _LGBM_FIELDS: tuple[str, ...] = _MODEL_FIELDS[:9]
 _CAL_EPS = 1e-6
@@ -167,6 +168,13 @@ def check_single_feature_leakage(aucs: pd.Series, ceiling: float) -> None:
         )
 
 
+def _utc_ns(values: Any) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch, UTC (Series/Index without object copies)."""
+    if not isinstance(values, pd.Series | pd.Index):
+        values = np.asarray(values)
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+
+
 def check_no_overlap(
     train_ids: Any,
     eval_ids: Any,
@@ -188,20 +196,25 @@ def check_no_overlap(
     WindowOverlapError
         With the number of overlapping records and an example.
     """
-    tr = pd.DataFrame({"id": np.asarray(train_ids, dtype=object)})
-    ev = pd.DataFrame({"id": np.asarray(eval_ids, dtype=object)})
+    # ids as integer codes of one factorisation: the merge below then never hashes strings
+    tr_ids, ev_ids = pd.Index(train_ids), pd.Index(eval_ids)
+    codes, uniques = pd.factorize(tr_ids.append(ev_ids))
+    tr = pd.DataFrame({"code": codes[: len(tr_ids)]})
+    ev = pd.DataFrame({"code": codes[len(tr_ids) :]})
     dated = train_cutoffs is not None and eval_cutoffs is not None and horizon_days is not None
-    if dated:
-        tr["c_train"] = pd.to_datetime(np.asarray(train_cutoffs), utc=True)
-        ev["c_eval"] = pd.to_datetime(np.asarray(eval_cutoffs), utc=True)
-    both = tr.drop_duplicates().merge(ev.drop_duplicates(), on="id")
+    if dated:  # as int64 nanoseconds: no per-row Timestamp objects
+        tr["c_train"] = _utc_ns(train_cutoffs)
+        ev["c_eval"] = _utc_ns(eval_cutoffs)
+    both = tr.drop_duplicates().merge(ev.drop_duplicates(), on="code")
+    both["id"] = np.asarray(uniques, dtype=object)[both["code"].to_numpy()] if len(both) else []
     if dated and len(both):
         gap = (both["c_eval"] - both["c_train"]).abs()
-        both = both[gap < pd.Timedelta(days=int(horizon_days))]
+        both = both[gap < pd.Timedelta(days=int(horizon_days)).value]
     if len(both):
         ex = both.iloc[0]
+        day = lambda ns: pd.Timestamp(int(ns), tz="UTC").date()  # noqa: E731
         detail = (
-            f" (e.g. {ex['id']!r}: cutoffs {ex['c_train'].date()} and {ex['c_eval'].date()}, "
+            f" (e.g. {ex['id']!r}: cutoffs {day(ex['c_train'])} and {day(ex['c_eval'])}, "
             f"less than the {horizon_days}-day label horizon apart)"
             if dated
             else f" (e.g. {ex['id']!r})"
@@ -386,6 +399,11 @@ reg_lambda, n_jobs, random_state
         Gates (:class:`TooFewPositivesError`).
     max_single_feature_auc : float
         Leakage canary (:class:`LeakageError`) on the training rows.
+    max_train_rows : int or None
+        Above this many training rows, LightGBM is fitted on a seeded sample of this size,
+        stratified by label (None: all rows). Calibration and evaluation always use every
+        row. Past a few hundred thousand rows more rows barely move the fit, and the cost is
+        linear in them.
     time_column : str or None
         Column of ``X`` with each row's cutoff.
     label_horizon_days : int or None
@@ -405,7 +423,9 @@ reg_lambda, n_jobs, random_state
     single_feature_auc_ : Series
         The leakage canary's per-feature AUC on the training rows.
     n_train_, n_calibration_ : int
-        Rows in each part.
+        Rows in each part (training: the rows LightGBM was fitted on).
+    n_train_available_ : int
+        Training rows before the ``max_train_rows`` sample.
     classes_ : numpy.ndarray
         ``[False, True]``.
     """
@@ -428,6 +448,7 @@ reg_lambda, n_jobs, random_state
         min_positives: int = 100,
         min_calibration_positives: int = 20,
         max_single_feature_auc: float = 0.98,
+        max_train_rows: int | None = 300_000,
         time_column: str | None = "cutoff",
         label_horizon_days: int | None = None,
     ) -> None:
@@ -447,6 +468,7 @@ reg_lambda, n_jobs, random_state
         self.min_positives = min_positives
         self.min_calibration_positives = min_calibration_positives
         self.max_single_feature_auc = max_single_feature_auc
+        self.max_train_rows = max_train_rows
         self.time_column = time_column
         self.label_horizon_days = label_horizon_days
 
@@ -549,6 +571,10 @@ reg_lambda, n_jobs, random_state
             X_tr, y_tr, X_ca, y_ca = X.iloc[tr], y_arr[tr], X.iloc[ca], y_arr[ca]
         check_class_counts(y_tr, min_rows=self.min_rows, min_positives=self.min_positives, what="training")
         check_class_counts(y_ca, min_rows=1, min_positives=self.min_calibration_positives, what="calibration")
+        self.n_train_available_ = len(X_tr)
+        keep = self._training_sample(y_tr)
+        if keep is not None:
+            X_tr, y_tr = X_tr.iloc[keep], y_tr[keep]
 
         pipe = make_lgbm_pipeline(
             **{f: getattr(self, f) for f in _LGBM_FIELDS},
@@ -586,6 +612,21 @@ reg_lambda, n_jobs, random_state
             self.calibration_split_,
         )
         return self
+
+    def _training_sample(self, y: np.ndarray) -> np.ndarray | None:
+        """Sorted positions of a seeded, label-stratified sample of ``max_train_rows`` rows.
+
+        None when every row is used (``max_train_rows`` unset or not exceeded).
+        """
+        cap = self.max_train_rows
+        if cap is None or len(y) <= cap:
+            return None
+        if cap < 2:
+            raise ValueError(f"max_train_rows must be at least 2, got {cap}")
+        pos = np.arange(len(y))
+        keep, _ = train_test_split(pos, train_size=cap, stratify=y, random_state=self.random_state)
+        logger.info("training on a seeded stratified sample of %d of %d rows (max_train_rows)", cap, len(y))
+        return np.sort(keep)
 
     # -- prediction ----------------------------------------------------------------------
 
@@ -707,6 +748,7 @@ class CalibratedChurnModel(CalibratedModel):
         min_positives: int = 100,
         min_calibration_positives: int = 20,
         max_single_feature_auc: float = 0.98,
+        max_train_rows: int | None = 300_000,
         time_column: str | None = "cutoff",
         label_horizon_days: int | None = None,
         risk_thresholds: Mapping[str, float] | None = None,
@@ -731,6 +773,7 @@ class CalibratedChurnModel(CalibratedModel):
             min_positives=min_positives,
             min_calibration_positives=min_calibration_positives,
             max_single_feature_auc=max_single_feature_auc,
+            max_train_rows=max_train_rows,
             time_column=time_column,
             label_horizon_days=label_horizon_days,
         )

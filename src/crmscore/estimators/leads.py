@@ -108,6 +108,7 @@ class LeadScoringModel(CalibratedModel):
         min_positives: int = 120,
         min_calibration_positives: int = 20,
         max_single_feature_auc: float = 0.98,
+        max_train_rows: int | None = 300_000,
         time_column: str | None = "cutoff",
         label_horizon_days: int | None = None,
         grade_thresholds: Mapping[str, float] | None = None,
@@ -132,6 +133,7 @@ class LeadScoringModel(CalibratedModel):
             min_positives=min_positives,
             min_calibration_positives=min_calibration_positives,
             max_single_feature_auc=max_single_feature_auc,
+            max_train_rows=max_train_rows,
             time_column=time_column,
             label_horizon_days=label_horizon_days,
         )

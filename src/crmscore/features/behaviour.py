@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.features.btyd import RefundRule, purchase_mask
+from crmscore.features.keys import id_index, isin, sorted_unique
 from crmscore.features.time import as_of_day_number, cutoff_end, day_index
 
 __all__ = [
@@ -80,9 +81,9 @@ def known_customer_ids(
         else:
             by_date = np.zeros(len(customers), dtype=bool)
             undated = np.ones(len(customers), dtype=bool)
-        undated &= cid.isin(with_tx).to_numpy(dtype=bool, copy=True)
+        undated &= isin(cid, with_tx)
         ids = pd.Index(cid[by_date | undated].dropna().unique())
-    return pd.Index(np.sort(ids.astype("str").to_numpy()), dtype="str", name="customer_id")
+    return id_index(ids, "customer_id", sort=True)
 
 
 def _positions(values: pd.Series, ids: pd.Index) -> np.ndarray:
@@ -176,7 +177,7 @@ def transaction_features(
     if purchase.any():
         p_pos, p_age = pos[purchase], age[purchase]
         span = int(p_age.max()) + 1
-        key = np.unique(p_pos.astype(np.int64) * span + p_age)  # sorted, distinct (customer, day)
+        key = sorted_unique(p_pos.astype(np.int64) * span + p_age)  # sorted, distinct (customer, day)
         k_pos, k_age = key // span, key % span
         # sorted by (pos, age ascending): first row of a customer = most recent day
         first_row = np.ones(len(key), dtype=bool)
@@ -213,7 +214,7 @@ def transaction_features(
         sel = purchase & prod.notna().to_numpy(dtype=bool, copy=True)
         codes, _ = pd.factorize(prod[sel])
         width = int(codes.max(initial=0)) + 1
-        pairs = np.unique(pos[sel].astype(np.int64) * width + codes)
+        pairs = sorted_unique(pos[sel].astype(np.int64) * width + codes)
         out["n_products"] = np.bincount(pairs // width, minlength=n).astype(np.float64)
     else:
         logger.info("transactions have no 'product' column: product breadth feature absent")
@@ -287,9 +288,17 @@ def _as_feature(values: pd.Series, name: str) -> pd.Series | None:
         return values.astype(np.float64)
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
-    as_text = values.astype("str").where(values.notna())
-    cats = sorted(as_text.dropna().unique())
-    return pd.Series(pd.Categorical(as_text, categories=cats), index=values.index, name=name)
+    # text of the distinct values only, then codes into the sorted distinct texts
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pd.Index(uniques).astype("str")
+    cats = sorted(set(text.tolist()))
+    remap = pd.Index(cats, dtype="str").get_indexer(text) if len(cats) else np.zeros(0, dtype=np.intp)
+    new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
+    return pd.Series(
+        pd.Categorical.from_codes(new_codes, categories=pd.Index(cats, dtype="str")),
+        index=values.index,
+        name=name,
+    )
 
 
 def attribute_features(

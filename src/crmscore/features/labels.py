@@ -51,6 +51,7 @@ import pandas as pd
 
 from crmscore.config import ChurnConfig, LeadsConfig
 from crmscore.features.btyd import RefundRule, purchase_mask
+from crmscore.features.keys import id_index, isin
 from crmscore.features.leads import open_lead_mask
 from crmscore.features.time import as_of_day, cutoff_end
 from crmscore.schema import CRMData
@@ -145,12 +146,12 @@ def churn_labels(
     if cfg.activity_lookback_days is not None:
         start = end - pd.Timedelta(days=cfg.activity_lookback_days)
         before &= (ts >= start).to_numpy(dtype=bool, na_value=False, copy=True)
-    active = ids[ids.isin(tx["customer_id"][before])]
+    active = ids[isin(ids, tx["customer_id"][before])]
     if data.customers is not None and "churned_at" in data.customers:
         churned = _customer_table(data)["churned_at"].reindex(active)
         active = active[~_known(churned, end)]
     after = buy & ~_known(ts, end) & _known(ts, horizon_end)
-    bought_after = active.isin(tx["customer_id"][after])
+    bought_after = isin(active, tx["customer_id"][after])
     return pd.Series(~bought_after, index=active, name="churn")
 
 
@@ -204,4 +205,4 @@ def lead_labels(
         label = (delay <= window).to_numpy(dtype=bool, na_value=False, copy=True)
     else:
         label = np.zeros(len(rows), dtype=bool)
-    return pd.Series(label, index=pd.Index(rows.index.astype("str"), name="lead_id"), name="converted")
+    return pd.Series(label, index=id_index(rows.index, "lead_id"), name="converted")

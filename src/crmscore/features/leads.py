@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.features.behaviour import _as_feature
+from crmscore.features.keys import id_index
 from crmscore.features.time import as_of_day_number, cutoff_end, day_index
 
 __all__ = ["LEAD_NON_FEATURES", "lead_features"]
@@ -83,7 +84,7 @@ def lead_features(
     """
     rows = leads[open_lead_mask(leads, as_of, open_only=open_only)]
     rows = rows.drop_duplicates("lead_id", keep="first").set_index("lead_id").sort_index()
-    ids = pd.Index(rows.index.astype("str"), name="lead_id")
+    ids = id_index(rows.index, "lead_id")
     rows.index = ids
     today = as_of_day_number(as_of)
     n = len(ids)
@@ -112,8 +113,10 @@ def lead_features(
     last = np.full(n, np.inf)
     np.minimum.at(last, pos, age.astype(np.float64))
     out["days_since_last_activity"] = np.where(np.isinf(last), np.nan, last)
-    kinds = activities["activity"][ok].fillna("unknown").map(_slug)
-    codes, names = pd.factorize(kinds, sort=True)
+    raw_codes, raw_kinds = pd.factorize(activities["activity"][ok].fillna("unknown"))
+    # slug the distinct types only (not every row); types that slug alike are merged
+    codes, names = pd.factorize(pd.Index([_slug(k) for k in raw_kinds], dtype=object), sort=True)
+    codes = codes[raw_codes] if len(raw_codes) else raw_codes
     k = len(names)
     if k:
         counts = np.bincount(pos * k + codes, minlength=n * k).reshape(n, k).astype(np.float64)

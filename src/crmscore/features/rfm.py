@@ -98,24 +98,32 @@ def rfm_scores(
     f = quantile_score(frequency.where(buyer), bins)
     m = quantile_score(monetary.where(buyer), bins)
     b = buyer.to_numpy(dtype=bool)
-    seg = np.full(len(b), "No purchases", dtype=object)
+    # segments as category codes and score codes from their few distinct (r, f, m) triples:
+    # no per-row string work
+    seg = np.full(len(b), RFM_SEGMENTS.index("No purchases"), dtype=np.int64)
     code = np.full(len(b), None, dtype=object)
     if b.any():
         r5 = np.ceil(r.to_numpy()[b] * 5 / bins).astype(int)
         f5 = np.ceil(f.to_numpy()[b] * 5 / bins).astype(int)
         m5 = np.ceil(m.to_numpy()[b] * 5 / bins).astype(int)
         fm = np.floor((f5 + m5) / 2 + 0.5).astype(int)
-        grid = np.array(SEGMENT_GRID, dtype=object)
+        grid = np.array([[RFM_SEGMENTS.index(name) for name in row] for row in SEGMENT_GRID])
         seg[b] = grid[r5 - 1, fm - 1]
-        ri, fi, mi = (s.to_numpy()[b].astype(int).astype(str) for s in (r, f, m))
-        code[b] = np.char.add(np.char.add(ri, fi), mi)
+        ri, fi, mi = (s.to_numpy()[b].astype(np.int64) for s in (r, f, m))
+        width = bins + 1
+        triples, inverse = np.unique((ri * width + fi) * width + mi, return_inverse=True)
+        text = np.array(
+            [f"{t // (width * width)}{(t // width) % width}{t % width}" for t in triples.tolist()],
+            dtype=object,
+        )
+        code[b] = text[inverse.reshape(-1)]
     return pd.DataFrame(
         {
             "r_score": r.to_numpy(dtype=np.float64),
             "f_score": f.to_numpy(dtype=np.float64),
             "m_score": m.to_numpy(dtype=np.float64),
             "rfm_score": pd.array(code, dtype="str"),
-            "rfm_segment": pd.Categorical(seg, categories=RFM_SEGMENTS),
+            "rfm_segment": pd.Categorical.from_codes(seg, categories=list(RFM_SEGMENTS)),
         },
         index=recency_days.index,
     )

@@ -14,6 +14,7 @@ import pandas as pd
 from crmscore.config import Config
 from crmscore.features.behaviour import behaviour_features
 from crmscore.features.btyd import btyd_summary
+from crmscore.features.keys import IdCodes, encode_ids
 from crmscore.features.labels import churn_labels, lead_labels
 from crmscore.features.leads import lead_features
 from crmscore.features.rfm import rfm_scores
@@ -58,6 +59,14 @@ def build_feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataF
         ``features.time_unit``), ``r_score``, ``f_score``, ``m_score``, ``rfm_score``,
         ``rfm_segment`` and the behaviour features (see docs/features.md).
     """
+    encoded, codes = encode_ids(data)
+    out = _feature_table(encoded, as_of, cfg)
+    out.index = codes.decode(out.index, "customers")
+    return out
+
+
+def _feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
+    """:func:`build_feature_table` on data whose ids may be integer codes (``encode_ids``)."""
     fc = cfg.features
     as_of = as_of_day(as_of)
     table = behaviour_features(
@@ -92,6 +101,17 @@ def build_lead_features(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataF
     if data.leads is None:
         logger.warning("no leads table: lead features absent")
         return pd.DataFrame(index=pd.Index([], dtype="str", name="lead_id"))
+    encoded, codes = encode_ids(_lead_tables(data))
+    out = _lead_feature_table(encoded, as_of, cfg)
+    out.index = codes.decode(out.index, "leads")
+    return out
+
+
+def _lead_tables(data: CRMData) -> CRMData:
+    return CRMData(leads=data.leads, lead_activities=data.lead_activities)
+
+
+def _lead_feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
     exclude = (cfg.leads.label_column,) if cfg.leads.label_column else ()
     return lead_features(
         data.leads, data.lead_activities, as_of, recent_days=cfg.features.lead_recent_days, exclude=exclude
@@ -120,14 +140,22 @@ def build_churn_training_set(
     restricted to the customers eligible for a churn label, with the ``churn`` label and a
     ``cutoff`` column (UTC day). Index ``customer_id`` (repeated across cutoffs).
     """
+    encoded, codes = encode_ids(data)
     frames = []
     for c in _cutoffs(last_cutoff, cfg, n_cutoffs, step_days):
-        feats = build_feature_table(data, c, cfg)
-        labels = churn_labels(data, c, cfg.churn, refunds=cfg.features.refunds, observed_until=observed_until)
+        feats = _feature_table(encoded, c, cfg)
+        labels = churn_labels(
+            encoded, c, cfg.churn, refunds=cfg.features.refunds, observed_until=observed_until
+        )
         frame = feats.join(labels, how="inner")
         frame.insert(0, "cutoff", c)
         frames.append(frame)
-    return pd.concat(frames, axis=0)
+    return _decoded(pd.concat(frames, axis=0), codes, "customers")
+
+
+def _decoded(frame: pd.DataFrame, codes: IdCodes, key: str) -> pd.DataFrame:
+    frame.index = codes.decode(frame.index, key)
+    return frame
 
 
 def build_lead_training_set(
@@ -142,14 +170,15 @@ def build_lead_training_set(
     """Stacked lead-conversion training set over rolling-origin cutoffs (``converted`` label)."""
     if data.leads is None:
         raise ValueError("lead training needs the leads table")
+    encoded, codes = encode_ids(_lead_tables(data))
     frames = []
     for c in _cutoffs(last_cutoff, cfg, n_cutoffs, step_days):
-        feats = build_lead_features(data, c, cfg)
-        labels = lead_labels(data.leads, c, cfg.leads, observed_until=observed_until)
+        feats = _lead_feature_table(encoded, c, cfg)
+        labels = lead_labels(encoded.leads, c, cfg.leads, observed_until=observed_until)
         frame = feats.join(labels, how="inner")
         frame.insert(0, "cutoff", c)
         frames.append(frame)
-    return pd.concat(frames, axis=0)
+    return _decoded(pd.concat(frames, axis=0), codes, "leads")
 
 
 def write_feature_table(df: pd.DataFrame, path: str | Path) -> Path:
