@@ -324,7 +324,12 @@ def test_a_model_that_cannot_train_is_reported_and_the_others_still_run(in_proje
     assert result.models["leads"].status == "failed" and "leads table" in result.models["leads"].reason
     assert result.models["clv"].status == "trained" and result.models["clv"].version == 2
     client = _client(in_project)
-    assert client.get_run(result.models["leads"].run_id).data.tags["crmscore.status"] == "failed"
+    failed_run = client.get_run(result.models["leads"].run_id)
+    assert failed_run.data.tags["crmscore.status"] == "failed"
+    assert failed_run.info.status == "FAILED"  # MLflow's own status too, for `mlflow ui` filters
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["crmscore.ok"] == "False"
+    assert client.get_run(result.models["clv"].run_id).info.status == "FINISHED"
     # same data, same model: the new CLV version is as good as the champion and is promoted
     assert result.models["clv"].promoted
     assert result.models["clv"].champion_value == pytest.approx(result.models["clv"].value, rel=1e-9)

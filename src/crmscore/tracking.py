@@ -519,6 +519,13 @@ class TrackingSession:
         ) as r:
             yield r.info.run_id
 
+    def mark_failed(self, run_id: str) -> None:
+        """Give a finished run the MLflow status ``FAILED`` (a model that could not be trained).
+
+        Called after the run's block has closed, so the run stack (the parent run) is untouched.
+        """
+        self.client.set_terminated(run_id, status="FAILED")
+
     # -- logging (to the active run) -----------------------------------------------------
 
     @staticmethod

@@ -628,30 +628,35 @@ def train_models(
                     res.status, res.reason = "failed", f"{type(exc).__name__}: {exc}"
                     logger.error("%s: not trained: %s", kind, res.reason)
                     ts.set_tags({"crmscore.status": "failed", "crmscore.failure": res.reason[:4000]})
-                    continue
-                res.status = "trained"
-                res.promoted, res.promotion_reason = promotion_decision(
-                    kind, res.metrics, res.champion_value, cfg.training.promotion, res.champion_version
-                )
-                if res.promoted:
-                    ts.promote(res.registered_name, res.version, res.promotion_reason)
                 else:
-                    logger.warning(
-                        "%s v%d not promoted: %s", res.registered_name, res.version, res.promotion_reason
-                    )
-                decision = {
-                    "crmscore.promoted": res.promoted,
-                    "crmscore.promotion_reason": res.promotion_reason,
-                    "crmscore.primary_metric": f"{res.metric}={res.value:.6g}",
-                }
-                ts.set_tags({**decision, "crmscore.status": "trained", "crmscore.version": res.version})
-                ts.set_version_tags(
-                    res.registered_name,
-                    res.version,
-                    {**decision, "crmscore.run_id": run_id, "crmscore.as_of": str(as_of)},
-                )
-                if res.champion_value is not None:
-                    ts.log_metrics({f"champion.{res.metric}": res.champion_value})
+                    res.status = "trained"
+                    _decide_and_tag(res, cfg, ts, run_id, as_of)
+            if res.status == "failed" and res.run_id is not None:
+                ts.mark_failed(res.run_id)
         ts.log_dict(result.to_dict(), "train_report.json")
         ts.set_tags({"crmscore.ok": result.ok})
     return result
+
+
+def _decide_and_tag(res: ModelResult, cfg: Config, ts: Any, run_id: str, as_of: date) -> None:
+    """Apply the promotion rule to a trained model and record the decision (run and version tags)."""
+    res.promoted, res.promotion_reason = promotion_decision(
+        res.kind, res.metrics, res.champion_value, cfg.training.promotion, res.champion_version
+    )
+    if res.promoted:
+        ts.promote(res.registered_name, res.version, res.promotion_reason)
+    else:
+        logger.warning("%s v%d not promoted: %s", res.registered_name, res.version, res.promotion_reason)
+    decision = {
+        "crmscore.promoted": res.promoted,
+        "crmscore.promotion_reason": res.promotion_reason,
+        "crmscore.primary_metric": f"{res.metric}={res.value:.6g}",
+    }
+    ts.set_tags({**decision, "crmscore.status": "trained", "crmscore.version": res.version})
+    ts.set_version_tags(
+        res.registered_name,
+        res.version,
+        {**decision, "crmscore.run_id": run_id, "crmscore.as_of": str(as_of)},
+    )
+    if res.champion_value is not None:
+        ts.log_metrics({f"champion.{res.metric}": res.champion_value})
