@@ -9,6 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# idle OpenMP threads sleep instead of spinning (as the CLI sets it): pytest -n 2 runs two
+# LightGBM processes on two cores; read when the OpenMP runtime loads, so set before any import
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 PG_URL = os.environ.get("CRMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import date
 from enum import StrEnum
@@ -634,8 +635,21 @@ def demo(
         raise typer.Exit(EXIT_FAILURE)
 
 
+def _quiet_openmp_waits() -> None:
+    """Let idle OpenMP threads sleep rather than spin (unless the user set it).
+
+    LightGBM's threads spin while waiting by default. When anything else wants the cores
+    (another job, a database), spinning threads take the time the working ones need: on two
+    busy cores a LightGBM fit took 3.7x the wall time of ``OMP_WAIT_POLICY=PASSIVE``
+    (69 s against 19 s), and 4.4x the CPU. Read once, when the OpenMP runtime loads, so it is
+    set before any model library is imported.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main() -> None:
     """Console-script entry point with the documented exit codes."""
+    _quiet_openmp_waits()
     try:
         code = app(standalone_mode=False)
     except typer.Exit as exc:
