@@ -235,3 +235,75 @@ def test_quarantine_files_and_report(tmp_path):
         "rows_set_aside": 1,
         "set_aside": {"unknown_customer": 1},
     }
+
+
+def _big_tables(n_customers: int = 6000, per_customer: int = 3, sort: bool = True):
+    """Enough rows for the sampled fast paths (shared strings, per-run parent lookup) to engage."""
+    ids = [f"C{i:07d}" for i in range(n_customers)]
+    cust = pd.DataFrame({"customer_id": ids, "created_at": [GOOD_TS] * n_customers})
+    rows = [(c, GOOD_TS, str(k), f"T{i:06d}{k}") for i, c in enumerate(ids) for k in range(per_customer)]
+    rows += [
+        ("C9999999", GOOD_TS, "1", "TX1"),
+        (" C0000001 ", GOOD_TS, "1", "TX2"),
+        ("", GOOD_TS, "1", "TX3"),
+    ]
+    rows += [("C0000002", GOOD_TS, "5", "T0000020"), ("C0000003", GOOD_TS, "1", "TX4")]  # conflict, extra
+    rows += [("C0000003", GOOD_TS, "1", "TX4")]
+    t = tx(rows)
+    if not sort:
+        t = t.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    return cust, t
+
+
+@pytest.mark.parametrize("sort", [True, False])
+@pytest.mark.parametrize("dtype", ["str", "object"])
+def test_large_tables_same_rules_whatever_order_and_dtype(sort, dtype):
+    cust, t = _big_tables(sort=sort)
+    data, report = run({"customers": cust.astype(dtype), "transactions": t.astype(dtype)})
+    assert reasons(report) == {
+        "unknown_customer": 1,
+        "null_id:customer_id": 1,
+        "duplicate_conflict": 2,
+        "duplicate_identical": 1,
+    }
+    kept = data.transactions
+    assert kept["customer_id"].dtype == object and kept["transaction_id"].dtype == object
+    assert "C0000001" in set(kept.loc[kept["transaction_id"] == "TX2", "customer_id"])
+    assert set(kept["customer_id"]) <= set(data.customers["customer_id"])
+    aside = report.quarantine["transactions"]
+    assert sorted(aside["_row"].tolist()) == aside["_row"].tolist()
+    assert set(aside["_reason"]) == set(reasons(report))
+
+
+def test_arrow_and_object_text_give_identical_frames():
+    cust, t = _big_tables(n_customers=100)
+    t = t.assign(product=["  a ", "b", "", None, "\tc\n", "é "] * (len(t) // 6) + ["x"] * (len(t) % 6))
+    a_data, a_report = run({"customers": cust.astype("str"), "transactions": t.astype("str")})
+    o_data, o_report = run({"customers": cust.astype(object), "transactions": t.astype(object)})
+    assert a_report.to_dict() == o_report.to_dict()
+    for name in ("customers", "transactions"):
+        pd.testing.assert_frame_equal(a_data.get(name), o_data.get(name))
+    products = a_data.transactions["product"]
+    assert products.dtype == object
+    assert set(products.dropna()) <= {"a", "b", "c", "é", "x"}
+    assert products.isna().sum() == o_data.transactions["product"].isna().sum()
+
+
+def test_first_reason_wins_across_many_rules():
+    rows = [
+        (None, "garbage", "abc", "a"),  # null id first
+        ("C1", "garbage", "abc", "b"),  # bad ts before bad amount
+        ("C9", "2030-01-01T00:00:00Z", "1", "c"),  # in_future before unknown_customer
+        ("C1", GOOD_TS, "1", "d"),
+        ("C1", GOOD_TS, "1", "d"),  # duplicate_identical
+    ]
+    _, report = run({"customers": customers(), "transactions": tx(rows)})
+    aside = report.quarantine["transactions"]
+    assert aside["_reason"].tolist() == [
+        "null_id:customer_id",
+        "bad_type:ts",
+        "in_future",
+        "duplicate_identical",
+    ]
+    assert aside["_row"].tolist() == [0, 1, 2, 4]
+    assert list(report.tables["transactions"].set_aside) == aside["_reason"].tolist()

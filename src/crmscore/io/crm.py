@@ -3,13 +3,17 @@
 Table and schema names come from configuration: they are validated as identifiers
 (:func:`crmscore.config.validate_identifier`) and always quoted by SQLAlchemy, never
 pasted into SQL text. Bulk writes use ``COPY`` on PostgreSQL and ``executemany`` in
-large batches elsewhere, never a statement per row.
+large batches elsewhere, never a statement per row. On PostgreSQL, tables are also read
+with ``COPY ... TO STDOUT`` (CSV streamed into Arrow, typed from the reflected columns)
+instead of one Python tuple per row; other stores use ``pandas.read_sql_query``.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +75,116 @@ def read_sql_tables(
             continue
         try:
             t = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
-            with engine.connect() as conn:
-                tables[table] = pd.read_sql_query(sa.select(t), conn)
+            frame = _read_postgres_copy(engine, t) if engine.dialect.name == "postgresql" else None
+            if frame is None:
+                with engine.connect() as conn:
+                    frame = pd.read_sql_query(sa.select(t), conn)
+            tables[table] = frame
         except sa.exc.SQLAlchemyError as exc:
             errors[table] = f"cannot read table {name!r}: {exc.__class__.__name__}: {exc}"
         else:
             log.debug("read %s: %d rows", table, len(tables[table]))
     return tables, errors
+
+
+def _arrow_type(col: sa.Column) -> pa.DataType | None:
+    """The Arrow type a PostgreSQL column is read as from ``COPY`` CSV; ``None`` when unsupported.
+
+    Only types whose CSV text maps onto the frame ``pandas.read_sql_query`` would give are
+    supported: text stays text (ids such as ``"007"`` keep their zeros), ``timestamptz`` is
+    read as UTC, ``timestamp`` stays naive, floats, integers and booleans keep their kind.
+    """
+    kind = col.type
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.DateTime):
+        return pa.timestamp("us", tz="UTC") if kind.timezone else pa.timestamp("us")
+    if isinstance(kind, sa.Integer):
+        return pa.int64()
+    if isinstance(kind, sa.Float):  # REAL, DOUBLE PRECISION (not NUMERIC: Decimal objects)
+        return pa.float64()
+    if isinstance(kind, sa.String) and not isinstance(kind, sa.Enum):  # TEXT, VARCHAR, CHAR
+        return pa.large_string()
+    return None
+
+
+#: Bytes of ``COPY`` output parsed by Arrow at a time (rows never straddle two blocks).
+_COPY_BLOCK = 1 << 24
+
+
+def _copy_blocks(copy: Iterable[bytes | memoryview], size: int = _COPY_BLOCK) -> Iterator[bytearray]:
+    """Join the rows of a ``COPY ... TO STDOUT`` stream into blocks of about ``size`` bytes.
+
+    PostgreSQL sends every row as one message, so a block always ends at a row boundary
+    and can be parsed on its own. Rows are copied out at once (holding psycopg's row
+    buffers is slow).
+    """
+    block = bytearray()
+    for row in copy:
+        block += row
+        if len(block) >= size:
+            yield block
+            block = bytearray()
+    if block:
+        yield block
+
+
+def _read_postgres_copy(engine: sa.Engine, table: sa.Table) -> pd.DataFrame | None:
+    """Read ``table`` with ``COPY (SELECT ...) TO STDOUT`` as CSV parsed by Arrow.
+
+    The stream is cut into blocks at row boundaries; each block is parsed by
+    :func:`pyarrow.csv.read_csv` in a worker thread while the next one is received.
+
+    Returns ``None`` (the caller falls back to ``pandas.read_sql_query``, which then gives
+    the same frame or reports the same error as before) when a column type is not
+    supported, the table is empty, Arrow cannot parse a value (such as a timestamp
+    ``infinity``) or the server refuses the ``COPY``.
+    """
+    types = {c.name: _arrow_type(c) for c in table.columns}
+    if not types or any(t is None for t in types.values()):
+        log.debug("%s: column types not all supported by the COPY reader", table.name)
+        return None
+    select = str(sa.select(table).compile(dialect=engine.dialect))  # identifiers quoted by SQLAlchemy
+    options = {
+        "read_options": pa_csv.ReadOptions(column_names=list(types), block_size=1 << 22),
+        "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
+        "convert_options": pa_csv.ConvertOptions(
+            column_types=types,
+            null_values=[""],
+            strings_can_be_null=True,  # an unquoted empty field is NULL ...
+            quoted_strings_can_be_null=False,  # ... and a quoted one the empty string
+            true_values=["t"],
+            false_values=["f"],
+            timestamp_parsers=[pa_csv.ISO8601],
+        ),
+    }
+
+    def parse(block: bytearray) -> pa.Table:
+        return pa_csv.read_csv(pa.BufferReader(pa.py_buffer(block)), **options)
+
+    parts: list[Future[pa.Table]] = []
+    with engine.connect() as conn, ThreadPoolExecutor(max_workers=1) as pool:
+        raw = conn.connection.driver_connection  # psycopg.Connection
+        try:
+            with raw.cursor() as cur:
+                # Timestamps in UTC and ISO format, and a stable row order for this read.
+                cur.execute("SET LOCAL TIME ZONE 'UTC'")
+                cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+                cur.execute("SET LOCAL synchronize_seqscans = off")
+                with cur.copy(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)") as copy:
+                    for block in _copy_blocks(copy):
+                        parts.append(pool.submit(parse, block))
+        except conn.dialect.loaded_dbapi.Error as exc:
+            log.debug("%s: COPY refused, reading with read_sql_query: %s", table.name, exc)
+            return None
+        try:
+            tables = [part.result() for part in parts]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            log.debug("%s: COPY read fell back to read_sql_query: %s", table.name, exc)
+            return None
+    if not tables:
+        return None  # empty: the plain path gives the same empty frame cheaply
+    return pa.concat_tables(tables).to_pandas()
 
 
 def _iso_utc(s: pd.Series) -> np.ndarray:
