@@ -58,7 +58,7 @@ import json
 import logging
 import math
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +130,21 @@ def _month_length(time_unit: str, month_convention: str) -> float:
     if month_convention == "lifetimes":
         return LIFETIMES_MONTH_FACTOR[time_unit]
     raise ValueError(f"month_convention must be 'exact' or 'lifetimes', got {month_convention!r}")
+
+
+def _run_in_threads(fn: Callable[[Any], None], items: Iterable[Any], n_jobs: int) -> None:
+    """``fn(item)`` for every item, ``n_jobs`` at a time in threads (numpy and scipy's special
+    functions release the GIL in their array loops); each call writes its own output slots."""
+    items = list(items)
+    workers = max(1, min(int(n_jobs), len(items)))
+    if workers == 1:
+        for item in items:
+            fn(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fn, items))
 
 
 def _group_rows(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -1120,6 +1135,7 @@ class ClvModel(BaseEstimator):
         horizon_months: int | None = None,
         random_state: int | None = None,
         chunk_size: int = 20_000,
+        n_jobs: int = 2,
     ) -> pd.DataFrame:
         """Parametric-bootstrap prediction intervals for expected purchases and CLV.
 
@@ -1132,8 +1148,9 @@ class ClvModel(BaseEstimator):
         Cost: the ``hyp2f1`` part runs on unique ``(x, T)`` pairs only
         (``n_bootstrap * (horizon_months + 1) * n_pairs`` calls, ~0.2 µs each); the rest is
         ``O(n_bootstrap * n_rows)`` elementwise work on unique ``(x, t_x, T, m)`` rows, chunked
-        to bound memory (``chunk_size * n_bootstrap`` floats). Measured: 32 s for one million
-        customers at ``n_bootstrap=200`` (busy two-core host, 12-month horizon).
+        to bound memory (``chunk_size * n_bootstrap`` floats), ``n_jobs`` chunks at a time in
+        threads (the results do not depend on ``n_jobs``). Measured: 32 s for one million
+        customers at ``n_bootstrap=200`` with one thread (busy two-core host, 12-month horizon).
 
         Returns
         -------
@@ -1158,15 +1175,17 @@ class ClvModel(BaseEstimator):
         L = self.month_length()
         ds = np.empty((B, len(px)))
         gh = np.empty((B, len(px)))
-        for i in range(B):
+
+        def draw(i: int) -> None:
             prm = dict(zip(BGNBD_PARAMS, bg_draws[i], strict=True))
             ds[i], gh[i] = _discounted_sums(prm, px, pT, H, L, self.discount_rate_annual)
+
         r, al, a, b = (bg_draws[:, [k]] for k in range(4))
         p, q, v = (gg_draws[:, [k]] for k in range(3))
         n = len(ux)
         out = np.empty((4, n))
-        for s in range(0, n, chunk_size):
-            sl = slice(s, min(s + chunk_size, n))
+
+        def chunk(sl: slice) -> None:
             cx, ctx, cT = ux[sl], utx[sl], uT[sl]
             pa = _p_alive(r, al, a, b, cx, ctx, cT)
             ep = pa * gh[:, pinv[sl]]
@@ -1175,6 +1194,10 @@ class ClvModel(BaseEstimator):
             clv = spend * pa * ds[:, pinv[sl]]
             out[0:2, sl] = np.quantile(ep, qs, axis=0)
             out[2:4, sl] = np.quantile(clv, qs, axis=0)
+
+        slices = [slice(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+        _run_in_threads(draw, range(B), n_jobs)  # draws first: the chunks read ds and gh
+        _run_in_threads(chunk, slices, n_jobs)
         res = out[:, inv]
         return pd.DataFrame(
             {
