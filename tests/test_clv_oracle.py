@@ -407,3 +407,10 @@ def test_bgnbd_subsample_start_then_newton_gives_the_same_fit(summary: pd.DataFr
     per_customer = clv.bgnbd_log_likelihood(direct["params"], *args)
     assert direct["log_likelihood"] == pytest.approx(float(per_customer.sum()), rel=1e-12)
     assert sub["max_abs_gradient"] < 1e-8
+
+
+def test_prediction_intervals_do_not_depend_on_threads(model: ClvModel, summary: pd.DataFrame) -> None:
+    one = model.predict_interval(summary, n_bootstrap=50, n_jobs=1, chunk_size=97)
+    two = model.predict_interval(summary, n_bootstrap=50, n_jobs=2, chunk_size=97)
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    assert one.equals(model.predict_interval(summary, n_bootstrap=50, n_jobs=2))  # nor on chunks
