@@ -112,7 +112,10 @@ def test_data_digest_is_value_exact_and_order_sensitive() -> None:
     assert _digest(transactions=empty_vs_null) != base  # "" is not NULL
     as_str = tx.copy()
     as_str["customer_id"] = tx["customer_id"].astype("str")
-    assert _digest(transactions=as_str) != base  # the dtype is part of the digest
+    assert _digest(transactions=as_str) == base  # text is text, as objects or Arrow strings
+    as_float = tx.copy()
+    as_float["amount"] = tx["amount"].astype("float32")
+    assert _digest(transactions=as_float) != base  # other dtypes are part of the digest
     sliced = pd.concat([tx, tx]).iloc[4:].reset_index(drop=True)
     assert _digest(transactions=sliced) == base  # views of a larger frame hash like copies
     assert _digest(customers=tx) != base  # the table name too
@@ -128,3 +131,48 @@ def test_rank_auc_equals_sklearn_with_ties() -> None:
     for v in (rng.normal(size=5000), rng.integers(0, 4, 5000).astype(float), y + rng.normal(0, 2, 5000)):
         auc = roc_auc_score(y, v)
         assert _auc_abs(y.astype(np.int64), v) == pytest.approx(max(auc, 1 - auc), abs=1e-12)
+
+
+def test_digest_does_not_depend_on_arrow_chunking() -> None:
+    import pyarrow as pa
+
+    from crmscore.digest import frame_digest
+
+    values = ["a", None, "ccc", "", "dé", None, "x" * 40]
+    one = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, pa.large_string())])))
+    split = pa.chunked_array([pa.array(values[:2], pa.string()), pa.array(values[2:], pa.string())])
+    many = pd.Series(pd.arrays.ArrowStringArray(split.cast(pa.large_string())))
+    sliced = pd.Series(
+        pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(["zz", *values], pa.large_string()).slice(1)]))
+    )
+    digests = {frame_digest(pd.DataFrame({"c": s})) for s in (one, many, sliced)}
+    assert len(digests) == 1
+    changed = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([pa.array([*values[:-1], "y" * 40])])))
+    assert frame_digest(pd.DataFrame({"c": changed})) not in digests
+
+
+def test_validation_report_digests_the_inputs_and_settings() -> None:
+    from crmscore.config import Config
+    from crmscore.synth import generate
+    from crmscore.validation import validate_tables
+
+    raw = generate(300, seed=1).tables
+    _, a = validate_tables(
+        {k: v.copy() for k, v in raw.items()}, Config(), as_of="2025-12-31", now="2026-01-01"
+    )
+    _, b = validate_tables(
+        {k: v.copy() for k, v in raw.items()}, Config(), as_of="2025-12-31", now="2026-01-01"
+    )
+    assert a.input_digest == b.input_digest and len(a.input_digest["all"]) == 64
+    assert a.to_dict()["input_digest_sha256"] == a.input_digest["all"]
+    _, later = validate_tables(dict(raw), Config(), as_of="2025-12-30", now="2026-01-01")
+    assert later.input_digest["all"] != a.input_digest["all"]  # the cutoff is part of it
+    assert later.input_digest["transactions"] == a.input_digest["transactions"]
+    zoned = Config(data={"source_timezone": "Europe/Berlin"})
+    _, c = validate_tables(dict(raw), zoned, as_of="2025-12-31", now="2026-01-01")
+    assert c.input_digest["all"] != a.input_digest["all"]  # so are the data settings
+    tx = raw["transactions"].copy()
+    tx.loc[0, "amount"] = tx.loc[0, "amount"] + 0.01
+    _, d = validate_tables({**raw, "transactions": tx}, Config(), as_of="2025-12-31", now="2026-01-01")
+    assert d.input_digest["transactions"] != a.input_digest["transactions"]
+    assert d.input_digest["customers"] == a.input_digest["customers"]

@@ -112,6 +112,9 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    #: SHA-256 of the tables as read and of the settings that shape validation
+    #: (:func:`input_digest`): what the job ran on, for lineage and the scoring run id
+    input_digest: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def usable(self) -> bool:
@@ -128,6 +131,7 @@ class ValidationReport:
             "as_of": self.as_of.date().isoformat(),
             "validated_at": self.validated_at.isoformat(),
             "usable": self.usable,
+            "input_digest_sha256": self.input_digest.get("all"),
             "tables": {
                 name: {
                     "rows_in": t.rows_in,
@@ -803,6 +807,25 @@ def validate_tables(
     return _validate_all(raw, cfg, as_of, now, read_errors, consume=False)
 
 
+def input_digest(raw: dict[str, pd.DataFrame], cfg: Config, as_of: pd.Timestamp) -> dict[str, str]:
+    """SHA-256 of the raw tables (:mod:`crmscore.digest`) and of what shapes their validation.
+
+    ``"all"`` also covers the cutoff day, the ``data`` settings (column maps, time zone,
+    required tables; not the store's location) and the label column names: the same
+    inputs under the same settings give the same validated data. Hashing the tables as read
+    is fast where they are Arrow-backed (Parquet, PostgreSQL ``COPY``).
+    """
+    from crmscore.digest import tables_digest
+
+    settings = cfg.data.model_dump(mode="json", exclude={"crm_url", "folder", "quarantine"})
+    extra = {
+        "as_of": as_of.date().isoformat(),
+        "data": settings,
+        "labels": [cfg.churn.label_column, cfg.leads.label_column],
+    }
+    return tables_digest(raw, extra=extra)
+
+
 def _validate_all(
     raw: dict[str, pd.DataFrame],
     cfg: Config,
@@ -816,6 +839,7 @@ def _validate_all(
     now_ts = _now_utc(now)
     as_of_ts = as_of_day(now_ts.normalize().tz_localize(None) if as_of is None else as_of)
     report = ValidationReport(as_of=as_of_ts, validated_at=now_ts)
+    report.input_digest = input_digest(raw, cfg, as_of_ts)
     if as_of is None:
         report.notes.append(f"no as_of given: the cutoff is today, {as_of_ts.date().isoformat()} (UTC)")
     for name, msg in (read_errors or {}).items():

@@ -28,7 +28,6 @@ on this run's evaluation rows).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -144,65 +143,15 @@ def _jsonable(obj: Any) -> Any:
 # ------------------------------------------------------------------------------------------
 
 
-def _hash_column(h: Any, s: pd.Series) -> None:
-    """Feed one column to ``h``: its name, dtype, missing values and values, as raw bytes.
-
-    Numbers and timestamps are hashed as their machine bytes; text as an Arrow string
-    array's offsets and UTF-8 data (about 3x faster than ``hash_pandas_object`` on object
-    columns); anything else (mixed objects, categoricals) through ``hash_pandas_object``.
-    """
-    h.update(f"{s.name}\x1f{s.dtype}\n".encode())
-    dtype = s.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "mM"):
-        h.update(
-            np.ascontiguousarray(pd.DatetimeIndex(s).asi8 if dtype.kind != "m" else s.to_numpy().view("i8"))
-        )
-        return
-    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-        h.update(np.ascontiguousarray(s.to_numpy()))
-        return
-    if pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-        h.update(np.ascontiguousarray(s.isna().to_numpy(dtype=bool)))
-        h.update(np.ascontiguousarray(s.to_numpy(dtype=np.float64, na_value=np.nan)))
-        return
-    if dtype is np.dtype(object) or pd.api.types.is_string_dtype(dtype):
-        import pyarrow as pa
-
-        try:
-            arr = pa.array(s.to_numpy(), type=pa.large_string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arr = None
-        if arr is not None:
-            h.update(np.packbits(arr.is_valid().to_numpy(zero_copy_only=False)).tobytes())
-            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[: len(arr) + 1]
-            h.update(np.ascontiguousarray(offsets - offsets[0]))
-            data = arr.buffers()[2]
-            if data is not None:
-                h.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
-            return
-    h.update(pd.util.hash_pandas_object(s, index=False, categorize=False).to_numpy().tobytes())
-
-
 def data_digest(data: CRMData) -> dict[str, str]:
     """SHA-256 of every validated input table (and ``"all"`` over them), column by column.
 
-    Order-sensitive and value-exact: the same rows in the same order give the same digest.
-    No row content leaves this function.
+    Order-sensitive and value-exact: the same rows in the same order give the same digest
+    (:mod:`crmscore.digest`). No row content leaves this function.
     """
-    total = hashlib.sha256()
-    out: dict[str, str] = {}
-    for name in _TABLES:
-        df = getattr(data, name, None)
-        if df is None:
-            continue
-        h = hashlib.sha256()
-        h.update(f"{len(df)}\x1f{df.shape[1]}\n".encode())
-        for col in df.columns:
-            _hash_column(h, df[col])
-        out[name] = h.hexdigest()
-        total.update(f"{name}:{out[name]}\n".encode())
-    out["all"] = total.hexdigest()
-    return out
+    from crmscore.digest import tables_digest
+
+    return tables_digest({name: getattr(data, name, None) for name in _TABLES})
 
 
 def data_summary(data: CRMData, report: Any | None = None) -> dict[str, Any]:
@@ -224,7 +173,8 @@ def data_summary(data: CRMData, report: Any | None = None) -> dict[str, Any]:
     if report is not None:
         summary["validated_as_of"] = report.as_of.date().isoformat()
         summary["rows_set_aside"] = int(report.rows_set_aside)
-    summary["digest_sha256"] = data_digest(data)
+    # the digest of the inputs as read (with the data settings), else of the validated tables
+    summary["digest_sha256"] = dict(getattr(report, "input_digest", None) or data_digest(data))
     return summary
 
 
