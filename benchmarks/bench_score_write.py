@@ -13,7 +13,7 @@ is a generous baseline.
 Usage::
 
     python benchmarks/bench_score_write.py --rows 1000000 [--backends postgres sqlite]
-        [--baseline-rows N] [--pg-url URL]
+        [--baseline-rows N] [--pg-url URL] [--explained 0.01]
 
 The PostgreSQL URL defaults to ``CRMSCORE_TEST_PG_URL`` or a local ``test`` database; a fresh
 schema is created and dropped.
@@ -46,8 +46,14 @@ REASON = (
 )
 
 
-def make_scores(n: int, run_id: str, as_of: str, seed: int, cfg: ScoringConfig) -> pd.DataFrame:
-    """Assembled scores for ``n`` customers (10 % without a purchase, reasons for medium/high)."""
+def make_scores(
+    n: int, run_id: str, as_of: str, seed: int, cfg: ScoringConfig, explained: float | None = None
+) -> pd.DataFrame:
+    """Assembled scores for ``n`` customers (10 % without a purchase).
+
+    Reasons for the medium/high bands (~75 %, the old default) or, with ``explained``, for
+    that share of the customers (0.01: the default ``scoring.explain_top_n`` at 1M).
+    """
     rng = np.random.default_rng(seed)
     ids = pd.Index(np.char.add("C", np.arange(n).astype(str).astype("U")).astype(object), name="customer_id")
     buyer = np.arange(n) % 10 != 0
@@ -65,8 +71,9 @@ def make_scores(n: int, run_id: str, as_of: str, seed: int, cfg: ScoringConfig) 
     )
     p = rng.uniform(0, 1, n)
     band = np.where(p >= 0.5, "high", np.where(p >= 0.25, "medium", "low"))
+    with_reasons = band != "low" if explained is None else rng.random(n) < explained
     churn = pd.DataFrame(
-        {"churn_probability": p, "churn_risk": band, "top_reasons": np.where(band == "low", None, REASON)},
+        {"churn_probability": p, "churn_risk": band, "top_reasons": np.where(with_reasons, REASON, None)},
         index=ids,
     )
     b = ids[buyer]
@@ -103,12 +110,17 @@ def _line(label: str, seconds: float, rows: int) -> str:
 
 
 def bench_store(
-    engine: sa.Engine, schema: str | None, n: int, baseline_rows: int, cfg: ScoringConfig
+    engine: sa.Engine,
+    schema: str | None,
+    n: int,
+    baseline_rows: int,
+    cfg: ScoringConfig,
+    explained: float | None = None,
 ) -> None:
     """Three runs of ``write_scores`` and the ``to_sql`` baseline on one store."""
     t0 = time.perf_counter()
-    run1 = make_scores(n, "run-1", "2026-01-31", 1, cfg)
-    run2 = make_scores(n, "run-2", "2026-02-28", 2, cfg)
+    run1 = make_scores(n, "run-1", "2026-01-31", 1, cfg, explained)
+    run2 = make_scores(n, "run-2", "2026-02-28", 2, cfg, explained)
     print(f"  assemble 2 x {n:,} rows: {time.perf_counter() - t0:.2f} s")
     results = {}
     for label, df in (
@@ -152,6 +164,13 @@ def main() -> None:
     ap.add_argument("--baseline-rows", type=int, default=None, help="rows for the baseline (default: --rows)")
     ap.add_argument("--backends", nargs="+", default=["postgres", "sqlite"], choices=["postgres", "sqlite"])
     ap.add_argument(
+        "--explained",
+        type=float,
+        default=None,
+        help="share of rows with JSON reasons (default: the high/medium bands, ~75 %%; 0.01 = "
+        "the default scoring.explain_top_n of 10,000 at 1M)",
+    )
+    ap.add_argument(
         "--pg-url",
         default=os.environ.get("CRMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     )
@@ -168,7 +187,7 @@ def main() -> None:
             version = conn.exec_driver_sql("show server_version").scalar()
         print(f"PostgreSQL {version} (schema {schema})")
         try:
-            bench_store(engine, schema, n, base_n, cfg)
+            bench_store(engine, schema, n, base_n, cfg, args.explained)
         finally:
             with engine.begin() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -180,7 +199,7 @@ def main() -> None:
             import sqlite3
 
             print(f"SQLite {sqlite3.sqlite_version} ({path})")
-            bench_store(engine, None, n, base_n, cfg)
+            bench_store(engine, None, n, base_n, cfg, args.explained)
             engine.dispose()
 
 

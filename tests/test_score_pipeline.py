@@ -5,6 +5,7 @@ One small synthetic CRM (3,000 customers, few trees) is trained once for the mod
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -172,3 +173,83 @@ def test_scores_written_to_postgres_match_sqlite(trained, env, pg_engine, pg_sch
     lite = _tables(config_from_mapping(params))["customer_scores"].set_index("customer_id").sort_index()
     np.testing.assert_allclose(pg["churn_probability"].astype(float), lite["churn_probability"].astype(float))
     np.testing.assert_allclose(pg["predicted_clv"].astype(float), lite["predicted_clv"].astype(float))
+
+
+def _policy_frames(n: int = 1000, seed: int = 0):
+    """Churn and CLV outputs where low-band customers hold much of the value at risk."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"C{i:04d}" for i in range(n)], name="customer_id")
+    p = np.round(rng.uniform(0, 1, n), 2)  # ties in probability
+    band = np.where(p >= 0.5, "high", np.where(p >= 0.25, "medium", "low"))
+    clv = np.round(rng.gamma(2.0, 100.0, n), 0)
+    clv[band == "low"] *= 50  # low band: most value at risk
+    clv[::10] = np.nan  # no purchase: no CLV, value at risk 0
+    churn_out = pd.DataFrame({"churn_probability": p, "churn_risk": band}, index=ids)
+    clv_out = pd.DataFrame({"predicted_clv": clv}, index=ids).dropna()
+    return churn_out, clv_out
+
+
+def test_explain_rule_top_value_at_risk_plus_worklist():
+    from crmscore.pipelines.score import churn_rows_to_explain
+    from crmscore.worklist import top_by_value_at_risk
+
+    churn_out, clv_out = _policy_frames()
+    cfg = config_from_mapping({"scoring": {"explain_top_n": 50, "worklist_top_n": 40}})
+    mask, why = churn_rows_to_explain(churn_out, clv_out, cfg)
+    var = churn_out["churn_probability"] * clv_out["predicted_clv"].reindex(churn_out.index).fillna(0)
+    ranked = pd.DataFrame(
+        {"customer_id": churn_out.index, "value_at_risk": var.to_numpy(), **churn_out.reset_index(drop=True)}
+    )
+    full = ranked.sort_values(
+        ["value_at_risk", "churn_probability", "customer_id"], ascending=[False, False, True]
+    )
+    top = set(full.head(50)["customer_id"])
+    worklist = set(full[full["churn_risk"] != "low"].head(40)["customer_id"])
+    assert not worklist <= top  # the low band holds the top value at risk here
+    assert set(churn_out.index[mask]) == top | worklist
+    assert "top 50 by value at risk" in why and f"{len(worklist - top)} more worklist accounts" in why
+    # the worklist ranks with the same function, on the assembled rows
+    assert set(top_by_value_at_risk(ranked, 40, bands=("high", "medium"))["customer_id"]) == worklist
+
+
+def test_explain_rule_adds_bands_and_top_probability():
+    from crmscore.pipelines.score import churn_rows_to_explain
+
+    churn_out, clv_out = _policy_frames()
+    base = {"scoring": {"explain_top_n": 200}}
+    plain, _ = churn_rows_to_explain(churn_out, clv_out, config_from_mapping(base))
+    banded, why = churn_rows_to_explain(
+        churn_out,
+        clv_out,
+        config_from_mapping({**base, "churn": {"explain_bands": ["high"], "explain_top_n": 7}}),
+    )
+    high = (churn_out["churn_risk"] == "high").to_numpy()
+    top_p = churn_out["churn_probability"].rank(method="first", ascending=False).to_numpy() <= 7
+    np.testing.assert_array_equal(banded, plain | high | top_p)
+    assert "risk bands high" in why and "top 7 by churn probability" in why
+
+
+def test_scoring_explains_top_value_at_risk_and_every_worklist_account(trained, env, caplog, tmp_path):
+    import logging
+
+    _, params, _ = trained
+    small = {**params, "scoring": {"explain_top_n": 300, "worklist_top_n": 200}}
+    cfg = config_from_mapping(small)
+    data, _ = load_validated(cfg, as_of=AS_OF)
+    with caplog.at_level(logging.INFO, logger="crmscore.pipelines.score"):
+        run = run_score(data, AS_OF, cfg, worklist_dir=tmp_path, write_back=False)
+    scores = run.customer_scores
+    explained = scores["top_reasons"].notna()
+    ranked = scores.sort_values(
+        ["value_at_risk", "churn_probability", "customer_id"], ascending=[False, False, True]
+    )
+    top = set(ranked.head(300)["customer_id"])
+    worklist = pd.read_csv(tmp_path / "worklist.csv", dtype={"customer_id": str})
+    assert top <= set(scores.loc[explained, "customer_id"])
+    assert set(worklist["customer_id"]) <= set(scores.loc[explained, "customer_id"])
+    assert explained.sum() == len(top | set(worklist["customer_id"])) < len(scores)  # nobody else
+    message = f"reasons for {explained.sum():,} of {len(scores):,} customers: top 300 by value at risk"
+    assert any(r.getMessage().startswith(message) for r in caplog.records), caplog.text
+    assert "set scoring.explain_top_n or churn.explain_bands to explain more" in caplog.text
+    for text in scores.loc[explained, "top_reasons"]:
+        assert isinstance(json.loads(text), list)

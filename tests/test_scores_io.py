@@ -377,3 +377,28 @@ def test_custom_table_names_and_foreign_table(store):
             engine, make_customer_scores(20, run_id="r2"), make_lead_scores(5), cfg=cfg_foreign, schema=schema
         )
     pd.testing.assert_frame_equal(read_scores(engine, cfg, "customer_history", schema=schema), before)
+
+
+@pytest.mark.postgres
+def test_copy_in_batches_round_trips_and_a_failing_batch_writes_nothing(pg_engine, pg_schema, monkeypatch):
+    """The PostgreSQL COPY formats and sends the rows batch by batch (formatting in a thread)."""
+    monkeypatch.setattr(scores_io, "_COPY_BATCH_ROWS", 7)  # 300 rows: 43 batches, a short last one
+    cust, leads = make_customer_scores(300), make_lead_scores(50)
+    write_scores(pg_engine, cust, leads, cfg=CFG, schema=pg_schema, expected_customer_ids=cust["customer_id"])
+    got = snapshot(pg_engine, pg_schema)
+    pd.testing.assert_frame_equal(got["customer_history"], as_read(cust))
+    pd.testing.assert_frame_equal(got["lead_scores"], as_read(leads))
+
+    real, sent = scores_io._csv_bytes, []
+
+    def failing(batch):
+        sent.append(batch.num_rows)
+        if len(sent) == 20:
+            raise RuntimeError("injected failure while formatting a batch")
+        return real(batch)
+
+    monkeypatch.setattr(scores_io, "_csv_bytes", failing)
+    run2 = make_customer_scores(300, run_id="run-2", as_of="2026-02-28", seed=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        write_scores(pg_engine, run2, cfg=CFG, schema=pg_schema)
+    assert_same(got, snapshot(pg_engine, pg_schema))

@@ -277,10 +277,12 @@ def test_real_model_outputs_assemble_write_and_rank(tmp_path):
     train = build_churn_training_set(
         data, "2025-06-30", cfg, n_cutoffs=3, step_days=90, observed_until="2025-12-31"
     )
-    # reasons for the bands the worklist shows (churn.explain_bands must cover scoring.worklist_bands)
+    # the model explains whole risk bands only when asked (default: none; `crmscore score`
+    # picks the rows by value at risk): ask for the bands the worklist shows
     churn_cfg = ChurnConfig(
-        min_rows=200, min_positives=30, min_calibration_positives=10, n_estimators=40, num_leaves=7, n_jobs=1
-    )
+        min_rows=200, min_positives=30, min_calibration_positives=10, n_estimators=40, num_leaves=7, n_jobs=1,
+        explain_bands=("high", "medium"),
+    )  # fmt: skip
     model = CalibratedChurnModel.from_config(churn_cfg).fit(
         train.drop(columns=["churn"]), train["churn"].to_numpy()
     )
@@ -301,3 +303,16 @@ def test_real_model_outputs_assemble_write_and_rank(tmp_path):
     wl = build_worklist(back, t["customers"], cfg.scoring)
     assert wl["value_at_risk"].is_monotonic_decreasing and wl["owner"].notna().all()
     assert wl["reasons"].str.contains("↑").any()
+    assert back.loc[back["churn_risk"].isin(["high", "medium"]), "top_reasons"].notna().all()
+    assert back.loc[back["churn_risk"] == "low", "top_reasons"].isna().all()
+
+
+def test_explain_top_n_must_cover_the_worklist():
+    from crmscore.config import ConfigError, config_from_mapping
+
+    assert ScoringConfig().explain_top_n == 10_000
+    assert ScoringConfig(explain_top_n=200, worklist_top_n=200).explain_top_n == 200
+    with pytest.raises(ValueError, match=r"explain_top_n \(100\) must be at least worklist_top_n \(200\)"):
+        ScoringConfig(explain_top_n=100)
+    with pytest.raises(ConfigError, match=r"scoring\.explain_top_n or lower scoring\.worklist_top_n"):
+        config_from_mapping({"scoring": {"explain_top_n": 50, "worklist_top_n": 60}})

@@ -120,3 +120,25 @@ def test_write_scores_file(tmp_path, suffix):
     assert back["value_at_risk"].tolist() == df["value_at_risk"].tolist()
     with pytest.raises(ValueError, match="unsupported output extension"):
         write_scores_file(df, tmp_path / "scores.xlsx")
+
+
+def test_top_by_value_at_risk_equals_a_full_sort():
+    from crmscore.worklist import top_by_value_at_risk
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.permutation([f"C{i:05d}" for i in range(n)]),
+            "value_at_risk": np.round(rng.exponential(10, n), 0),  # many ties
+            "churn_probability": np.round(rng.uniform(0, 1, n), 1),  # ties broken by id
+            "churn_risk": rng.choice(["high", "medium", "low"], n),
+        }
+    )
+    frame.loc[frame.index[:50], "value_at_risk"] = 0.0
+    for top_n, bands in ((1, None), (37, None), (500, ("high", "medium")), (5000, ("low",))):
+        rows = frame if bands is None else frame[frame["churn_risk"].isin(bands)]
+        want = rows.sort_values(
+            ["value_at_risk", "churn_probability", "customer_id"], ascending=[False, False, True]
+        ).head(top_n)
+        pd.testing.assert_frame_equal(top_by_value_at_risk(frame, top_n, bands=bands), want)

@@ -35,6 +35,7 @@ __all__ = [
     "cold_start_flags",
     "health_score",
     "trend_labels",
+    "value_at_risk",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,15 @@ def trend_labels(churn_probability: pd.Series, previous: pd.Series | None, thres
         default="steady",
     )
     return pd.Series(out.astype(object), index=idx)
+
+
+def value_at_risk(churn_probability: pd.Series, predicted_clv: pd.Series) -> pd.Series:
+    """``churn_probability * predicted_clv``, 0 where there is no CLV estimate (no purchase).
+
+    The one definition used for the score rows and for choosing the customers whose churn
+    reasons are computed (``crmscore.pipelines.score``), so both rank the same numbers.
+    """
+    return churn_probability * predicted_clv.fillna(0.0)
 
 
 def cold_start_flags(features: pd.DataFrame, cfg: ScoringConfig) -> pd.Series:
@@ -370,7 +380,7 @@ def assemble_customer_scores(
             "predicted_clv": clv.to_numpy(),
             "predicted_clv_lower": aligned(iv_a, "predicted_clv_lower").to_numpy(),
             "predicted_clv_upper": aligned(iv_a, "predicted_clv_upper").to_numpy(),
-            "value_at_risk": (p * clv.fillna(0.0)).to_numpy(),
+            "value_at_risk": value_at_risk(p, clv).to_numpy(),
             "health_score": health_score(p, alive, feats, cfg).to_numpy(),
             "rfm_segment": seg.to_numpy(dtype=object),
             "top_reasons": aligned(churn_a, "top_reasons", object).to_numpy(),

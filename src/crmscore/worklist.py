@@ -15,6 +15,7 @@ import html
 import json
 import logging
 import math
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "WORKLIST_COLUMNS",
     "build_worklist",
     "render_reasons",
+    "top_by_value_at_risk",
     "worklist_html",
     "write_scores_file",
     "write_worklist",
@@ -85,6 +87,43 @@ def render_reasons(top_reasons: str | None, n: int = 3) -> str:
     return "; ".join(parts)
 
 
+def top_by_value_at_risk(scores: pd.DataFrame, n: int, *, bands: Iterable[str] | None = None) -> pd.DataFrame:
+    """The ``n`` rows of ``scores`` with the most value at risk, most first.
+
+    Ties are broken by churn probability (higher first), then ``customer_id``, so the result
+    never depends on the input order. The worklist (:func:`build_worklist`) and the choice of
+    the customers whose churn reasons are computed (``crmscore.pipelines.score``) both rank
+    with this function, so every worklist account is among the explained ones.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        ``customer_id``, ``value_at_risk``, ``churn_probability`` and, with ``bands``,
+        ``churn_risk`` (other columns are kept).
+    n : int
+        Rows to keep.
+    bands : iterable of str, optional
+        Only rows whose ``churn_risk`` is one of these.
+
+    Returns
+    -------
+    DataFrame
+        At most ``n`` rows of ``scores`` (index kept), in rank order.
+    """
+    rows = scores if bands is None else scores[scores["churn_risk"].isin(list(bands))]
+    if len(rows) > n:
+        # only rows with at least the n-th largest value at risk can rank: sort those alone
+        var = rows["value_at_risk"].to_numpy(dtype=np.float64)
+        key = np.where(np.isnan(var), -np.inf, var)
+        kth = np.partition(key, len(key) - n)[len(key) - n]
+        rows = rows[key >= kth]
+    return rows.sort_values(
+        ["value_at_risk", "churn_probability", "customer_id"],
+        ascending=[False, False, True],
+        kind="stable",
+    ).head(n)
+
+
 def build_worklist(
     scores: pd.DataFrame,
     customers: pd.DataFrame | None,
@@ -113,12 +152,7 @@ def build_worklist(
         churn probability, then id, so the order never depends on the input order).
     """
     n = cfg.worklist_top_n if top_n is None else top_n
-    rows = scores[scores["churn_risk"].isin(cfg.worklist_bands)]
-    rows = rows.sort_values(
-        ["value_at_risk", "churn_probability", "customer_id"],
-        ascending=[False, False, True],
-        kind="stable",
-    ).head(n)
+    rows = top_by_value_at_risk(scores, n, bands=cfg.worklist_bands)
     owner = pd.Series(None, index=rows.index, dtype=object)
     if customers is not None and "owner" in customers.columns:
         known = customers.drop_duplicates("customer_id")

@@ -8,15 +8,23 @@ reasons of the calibrated score too, but they are in log-odds, not in probabilit
 
 Cost
 ----
-Contributions cost about 1 ms per row at 200 trees x 31 leaves (about 20 minutes for 1M
-rows), against about 8 microseconds per row for the prediction itself. So they are computed
-only for the rows someone will act on: the churn risk bands in ``churn.explain_bands``
-(high/medium by default), the lead grades in ``leads.explain_grades``, and/or the top
-``explain_top_n`` rows by score (:func:`rows_to_explain`). Other rows get no reasons.
+Contributions cost about 1 ms of CPU per row at 200 trees x 31 leaves (LightGBM spreads the
+rows over the model's ``num_threads``, its training ``n_jobs``: 2), about 20 minutes for 1M
+rows, against about 10 microseconds per row for the prediction itself. So they are computed
+only for the rows someone will act on: ``crmscore score`` explains the top
+``scoring.explain_top_n`` customers by value at risk and every worklist account, plus the
+churn risk bands in ``churn.explain_bands`` (none by default), the lead grades in
+``leads.explain_grades``, and/or the top ``explain_top_n`` rows by score
+(:func:`rows_to_explain`). Other rows get no reasons.
+
+Ranking and JSON are vectorised (:func:`rank_contributions`: two ``argsort`` calls over the
+whole matrix; :func:`reasons_json`: column-wise text, joined per row): about 0.05 ms per row
+with 5 + 5 reasons, against about 1 ms for the per-row loop they replaced.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -40,6 +48,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Columns of :func:`rank_contributions` / :func:`top_reasons`, in order.
+_RANKED_COLUMNS = ["row", "id", "direction", "rank", "feature", "label", "value", "contribution"]
 
 #: Name of the bias column of :func:`feature_contributions` (the model's mean raw score).
 EXPECTED_VALUE = "expected_value"
@@ -247,40 +258,123 @@ def rank_contributions(
 
     ``contributions`` has one column per feature plus ``expected_value`` (as from
     :func:`feature_contributions` or a loaded model bundle), rows aligned with ``X``.
+
+    Vectorised: one stable ``argsort`` per direction over the whole matrix (ties keep the
+    column order), then the reasons are gathered with array indexing. Rows come out sorted
+    by ``row``, then "increases" before "decreases", then ``rank``. ``value`` is always an
+    object column of JSON-friendly scalars (None when missing), whatever the mix of types.
     """
     if n < 1:
         raise ValueError("n must be at least 1")
     contrib = contributions.drop(columns=EXPECTED_VALUE)
-    features = np.asarray(contrib.columns)
+    names = [str(f) for f in contrib.columns]
     C = contrib.to_numpy()
     k = min(n, C.shape[1])
-    records: list[dict[str, Any]] = []
-    order_pos = np.argsort(-C, axis=1, kind="stable")[:, :k]
-    order_neg = np.argsort(C, axis=1, kind="stable")[:, :k]
-    index = X.index
-    for direction, order, sign in (("increases", order_pos, 1.0), ("decreases", order_neg, -1.0)):
-        for i in range(C.shape[0]):
-            strong = [j for j in order[i] if sign * C[i, j] > 0]
-            for rank, j in enumerate(strong, start=1):
-                f = str(features[j])
-                records.append(
-                    {
-                        "row": i,
-                        "id": index[i],
-                        "direction": direction,
-                        "rank": rank,
-                        "feature": f,
-                        "label": feature_label(f, labels),
-                        "value": _py(X[f].iloc[i]) if f in X.columns else None,
-                        "contribution": float(C[i, j]),
-                    }
-                )
-    out = pd.DataFrame.from_records(
-        records, columns=["row", "id", "direction", "rank", "feature", "label", "value", "contribution"]
+    # positive reasons are a prefix of the descending order, negative ones of the ascending
+    # order (NaN sorts last in both and is never a reason): rank = position in that prefix
+    order = np.hstack(
+        [np.argsort(-C, axis=1, kind="stable")[:, :k], np.argsort(C, axis=1, kind="stable")[:, :k]]
     )
-    return out.sort_values(
-        ["row", "direction", "rank"], ascending=[True, False, True], kind="stable"
-    ).reset_index(drop=True)
+    picked = np.take_along_axis(C, order, axis=1)
+    with np.errstate(invalid="ignore"):
+        strong = np.hstack([picked[:, :k] > 0, picked[:, k:] < 0])
+    rows, slot = np.nonzero(strong)  # row-major: row, then increases before decreases, then rank
+    if len(rows) == 0:
+        return pd.DataFrame.from_records([], columns=_RANKED_COLUMNS)
+    feat = order[rows, slot]
+    label_of = np.asarray([feature_label(f, labels) for f in names], dtype=object)
+    return pd.DataFrame(
+        {
+            "row": rows.astype(np.int64),
+            "id": _inferred(X.index.take(rows).to_numpy(dtype=object)),
+            "direction": _inferred(np.where(slot < k, "increases", "decreases").astype(object)),
+            "rank": (slot % k + 1).astype(np.int64),
+            "feature": _inferred(np.asarray(names, dtype=object)[feat]),
+            "label": _inferred(label_of[feat]),
+            "value": pd.Series(_gather_values(X, names, rows, feat), dtype=object),
+            "contribution": picked[rows, slot].astype(np.float64),
+        },
+        columns=_RANKED_COLUMNS,
+    )
+
+
+def _inferred(values: np.ndarray) -> pd.Series:
+    """``values`` (object array) with the dtype pandas infers for a column of such records."""
+    return pd.Series(values, dtype=object).infer_objects()
+
+
+def _column_values(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """:func:`_py` of ``column.iloc[r]`` for each ``r`` in ``rows`` (object array).
+
+    numpy float, integer and boolean columns convert in one step (``astype(object)`` gives
+    the Python scalars, NaN becomes None); any other dtype goes through :func:`_py` per value.
+    """
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
+        arr = column.to_numpy()[rows]
+        out = arr.astype(object)
+        if dtype.kind == "f":
+            out[np.isnan(arr)] = None
+        return out
+    sub = column.iloc[rows]
+    return np.fromiter((_py(v) for v in sub), dtype=object, count=len(sub))
+
+
+def _gather_values(X: pd.DataFrame, names: list[str], rows: np.ndarray, feat: np.ndarray) -> np.ndarray:
+    """The value of feature ``names[feat[i]]`` in row ``rows[i]`` of ``X`` (None when not in ``X``)."""
+    values = np.full(len(rows), None, dtype=object)
+    for j in np.unique(feat):
+        name = names[j]
+        if name not in X.columns:
+            continue
+        at = feat == j
+        column = X[name]
+        if isinstance(column, pd.DataFrame):  # duplicated column name: as the scalar lookup did
+            values[at] = [_py(column.iloc[r]) for r in rows[at]]
+        else:
+            values[at] = _column_values(column, rows[at])
+    return values
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def _json_floats(x: np.ndarray) -> np.ndarray:
+    """Floats as :func:`json.dumps` writes them (``float.__repr__``; NaN, Infinity), object array."""
+    out = np.asarray(list(map(float.__repr__, x.tolist())), dtype=object)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        out[bad] = np.where(np.isnan(x[bad]), "NaN", np.where(x[bad] > 0, "Infinity", "-Infinity"))
+    return out
+
+
+#: fast paths of :func:`_json_values` (float, None, str); other types are code 3
+_TYPE_CODES: dict[type, int] = {float: 0, type(None): 1, str: 2}
+
+
+def _json_values(values: np.ndarray) -> np.ndarray:
+    """Each of ``values`` (object array of scalars) as :func:`json.dumps` writes it.
+
+    Python floats, None and strings (once per distinct string) take fast paths; anything else
+    goes through the JSON encoder itself.
+    """
+    out = np.empty(len(values), dtype=object)
+    items = values.tolist()
+    kind = np.fromiter(
+        map(_TYPE_CODES.get, map(type, items), itertools.repeat(3)), dtype=np.int8, count=len(items)
+    )
+    floats, nulls, strings, rest = (kind == code for code in range(4))
+    out[floats] = _json_floats(values[floats].astype(np.float64))
+    out[nulls] = "null"
+    out[strings] = _factorized_text(values[strings], _JSON.encode)
+    out[rest] = [_JSON.encode(v) for v in values[rest].tolist()]
+    return out
+
+
+def _factorized_text(values: np.ndarray, encode: Any) -> np.ndarray:
+    """``encode(v)`` for each of ``values`` (object array), computed once per distinct value."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return np.asarray([encode(u) for u in uniques], dtype=object)[codes]
 
 
 def reasons_json(reasons: pd.DataFrame, n_rows: int) -> list[str | None]:
@@ -289,7 +383,7 @@ def reasons_json(reasons: pd.DataFrame, n_rows: int) -> list[str | None]:
     Parameters
     ----------
     reasons : DataFrame
-        Output of :func:`top_reasons`.
+        Output of :func:`top_reasons` (or :func:`rank_contributions`).
     n_rows : int
         Number of rows explained (rows without any reason get ``"[]"``).
 
@@ -297,18 +391,34 @@ def reasons_json(reasons: pd.DataFrame, n_rows: int) -> list[str | None]:
     -------
     list of str
         One JSON array per row: objects with ``feature``, ``label``, ``value``,
-        ``direction`` and ``contribution`` (rounded to 6 decimals), strongest first,
-        increasing reasons before decreasing ones.
+        ``direction`` and ``contribution`` (rounded to 6 decimals), in the order of
+        ``reasons`` (strongest first, increasing reasons before decreasing ones), exactly as
+        ``json.dumps(..., ensure_ascii=False)`` writes them. The text is built column-wise
+        (feature, label and direction are encoded once per distinct value) and joined per
+        row; no JSON encoder call per row.
     """
-    out: list[list[dict[str, Any]]] = [[] for _ in range(n_rows)]
-    for rec in reasons.itertuples(index=False):
-        out[int(rec.row)].append(
-            {
-                "feature": rec.feature,
-                "label": rec.label,
-                "value": rec.value,
-                "direction": rec.direction,
-                "contribution": round(float(rec.contribution), 6),
-            }
+    if len(reasons) == 0:
+        return ["[]"] * n_rows
+    row = reasons["row"].to_numpy(dtype=np.int64)
+    if row.min() < 0 or row.max() >= n_rows:
+        raise ValueError(f"reasons rows must lie in [0, {n_rows})")
+    order = np.argsort(row, kind="stable")  # grouped by row, the frame's order within a row
+
+    def column(name: str) -> np.ndarray:
+        return reasons[name].to_numpy(dtype=object)[order]
+
+    contribution = reasons["contribution"].to_numpy(dtype=np.float64)[order].tolist()
+    rounded = np.asarray(list(map(round, contribution, itertools.repeat(6))), dtype=np.float64)
+    text = (
+        _factorized_text(column("feature"), lambda f: '{"feature": ' + _JSON.encode(f) + ', "label": ')
+        + _factorized_text(column("label"), lambda s: _JSON.encode(s) + ', "value": ')
+        + _json_values(column("value"))
+        + _factorized_text(
+            column("direction"), lambda d: ', "direction": ' + _JSON.encode(d) + ', "contribution": '
         )
-    return [json.dumps(r, ensure_ascii=False) for r in out]
+        + _json_floats(rounded)
+        + "}"
+    ).tolist()
+    ends = np.cumsum(np.bincount(row, minlength=n_rows)).tolist()
+    starts = [0, *ends[:-1]]
+    return ["[" + ", ".join(text[s:e]) + "]" for s, e in zip(starts, ends, strict=True)]

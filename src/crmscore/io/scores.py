@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -46,10 +47,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from crmscore.config import ScoringConfig, redact_url, validate_identifier
-from crmscore.io.crm import _copy_postgres, _iso_utc
+from crmscore.io.crm import _iso_utc
 from crmscore.scoring import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
@@ -257,6 +260,53 @@ def _executemany(conn: sa.Connection, df: pd.DataFrame, target: str, chunksize: 
         cursor.close()
 
 
+#: rows per CSV batch of the PostgreSQL ``COPY`` (formatted while the previous one is sent)
+_COPY_BATCH_ROWS = 100_000
+
+
+def _arrow_table(df: pd.DataFrame) -> pa.Table:
+    """Arrow table of ``df``; timezone-aware columns go over as UTC timestamps explicitly."""
+    arrays = []
+    for col in df.columns:
+        s = df[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            utc = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+            arrays.append(pa.array(utc, type=pa.timestamp("us", tz="UTC"), mask=np.isnat(utc)))
+        else:
+            arrays.append(pa.Array.from_pandas(s))
+    return pa.Table.from_arrays(arrays, names=[str(c) for c in df.columns])
+
+
+def _csv_bytes(batch: pa.RecordBatch) -> pa.Buffer:
+    """One batch as CSV without header (Arrow's C++ writer: UTC ``Z`` timestamps, NULL = empty)."""
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(batch, sink, pa_csv.WriteOptions(include_header=False))
+    return sink.getvalue()
+
+
+def _copy_csv(conn: sa.Connection, df: pd.DataFrame, target: str) -> None:
+    """``COPY target (columns) FROM STDIN (FORMAT csv)`` of ``df``, formatted and sent in batches.
+
+    Arrow formats batch ``i + 1`` in a worker thread (it releases the GIL) while batch ``i``
+    is sent, so the client's CSV formatting overlaps the server's parsing and the CSV never
+    exists whole in memory. ``target`` is the quoted table name.
+    """
+    p = conn.dialect.identifier_preparer
+    cols = ", ".join(p.quote(str(c)) for c in df.columns)
+    batches = _arrow_table(df).to_batches(max_chunksize=_COPY_BATCH_ROWS)
+    raw = conn.connection.driver_connection  # psycopg.Connection
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        raw.cursor() as cur,
+        cur.copy(f"COPY {target} ({cols}) FROM STDIN WITH (FORMAT csv)") as cp,
+    ):
+        pending = pool.submit(_csv_bytes, batches[0]) if batches else None
+        for nxt in [*batches[1:], None]:
+            data = pending.result()  # type: ignore[union-attr]
+            pending = pool.submit(_csv_bytes, nxt) if nxt is not None else None
+            cp.write(memoryview(data))
+
+
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -328,7 +378,7 @@ def _append_history(
     cols = list(kind.columns)
     ready = _ready(df[cols], kind.columns, backend)
     if backend == "postgresql":
-        _copy_postgres(conn, ready, hist.name, hist.schema)
+        _copy_csv(conn, ready, _qualified(conn, hist))
     else:
         _executemany(conn, ready, _qualified(conn, hist), chunksize)
     return len(df)

@@ -6,6 +6,13 @@ run cannot mix models. Every customer known at ``as_of`` and every lead open at 
 scored, customers unseen at training time included (flagged cold-start when their history is
 short). The written churn probability is the registered pyfunc's prediction.
 
+Order of the work: features → churn probability of every customer → CLV and its interval →
+churn reasons → open leads → score rows → write-back → worklist. Reasons (exact LightGBM
+contributions, about 1 ms per row) are computed only for the customers someone acts on: the
+top ``scoring.explain_top_n`` by value at risk (churn probability x CLV, hence after the CLV),
+every worklist account, plus ``churn.explain_bands`` / ``churn.explain_top_n``; leads in
+``leads.explain_grades``. Other rows get ``top_reasons = None`` ("not explained in this run").
+
 The run id is deterministic — a digest of ``as_of``, the model versions and the input data —
 so scoring the same data with the same models again is a replay: it changes nothing.
 """
@@ -15,18 +22,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from crmscore.config import Config
 from crmscore.progress import stage
 from crmscore.schema import CRMData
 
-__all__ = ["ChampionModel", "NoChampionError", "ScoreRun", "resolve_champions", "run_score", "score_frames"]
+__all__ = [
+    "ChampionModel",
+    "NoChampionError",
+    "ScoreRun",
+    "churn_rows_to_explain",
+    "resolve_champions",
+    "run_score",
+    "score_frames",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +72,14 @@ class ChampionModel:
 
 @dataclass
 class ScoreRun:
-    """What one scoring run produced."""
+    """What one scoring run produced.
+
+    ``timings`` holds the wall time (s) of each step: those of :func:`score_frames` plus
+    ``models`` (resolving and loading the champions), ``run_id`` (the digest of the input
+    data), ``assemble`` (previous scores, score rows), ``write``
+    (:func:`crmscore.io.scores.write_scores`; its own stages are in ``written.timings``) and
+    ``files`` (``--output`` and the worklist).
+    """
 
     run_id: str
     as_of: date
@@ -62,6 +88,7 @@ class ScoreRun:
     model_versions: dict[str, dict[str, Any]]
     written: Any = None
     files: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_champions(
@@ -108,80 +135,198 @@ def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
         )
 
 
-def _reasons(model: ChampionModel, X: pd.DataFrame, mask: Any, n: int) -> list[str | None]:
-    from crmscore.estimators.reasons import rank_contributions, reasons_json
-
-    out: list[str | None] = [None] * len(X)
-    chosen = X.loc[mask]
-    if len(chosen):
-        ranked = rank_contributions(model.bundle.contributions(chosen), chosen, n=n)
-        for pos, text in zip(mask.nonzero()[0], reasons_json(ranked, len(chosen)), strict=True):
-            out[pos] = text
-    return out
+@contextmanager
+def _stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[None]:
+    """:func:`crmscore.progress.stage` that also adds the block's wall time to ``timings[key]``."""
+    start = time.perf_counter()
+    with stage(what):
+        yield
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
-def _predict_explained(
-    model: ChampionModel,
-    X: pd.DataFrame,
-    columns: tuple[str, str],
-    explain_groups: tuple[str, ...],
-    cfg: Any,
-) -> pd.DataFrame:
-    """The pyfunc's predictions for ``X`` plus ``top_reasons`` for the rows someone acts on.
-
-    ``columns`` names the probability and the group (risk band or grade) columns; reasons are
-    computed only for rows in ``explain_groups`` or the top ``cfg.explain_top_n``.
-    """
-    from crmscore.estimators.reasons import rows_to_explain
+def _predict(model: ChampionModel, X: pd.DataFrame) -> pd.DataFrame:
+    """The registered pyfunc's predictions for ``X`` (index ``X.index``): what is written."""
     from crmscore.tracking import prepare_input
 
     out = model.pyfunc.predict(prepare_input(model.bundle, X))
     out.index = X.index
-    probability, group = columns
-    mask = rows_to_explain(
-        out[probability].to_numpy(),
-        groups=out[group].to_numpy(),
-        explain_groups=explain_groups,
-        top_n=cfg.explain_top_n,
-    )
-    out["top_reasons"] = _reasons(model, X, mask, cfg.n_reasons)
     return out
 
 
+def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
+    """``top_reasons`` JSON for the rows of ``X`` where ``mask`` is set, None elsewhere."""
+    from crmscore.estimators.reasons import rank_contributions, reasons_json
+
+    out = np.full(len(X), None, dtype=object)
+    rows = np.flatnonzero(mask)
+    if len(rows):
+        chosen = X.iloc[rows]
+        ranked = rank_contributions(model.bundle.contributions(chosen), chosen, n=n)
+        out[rows] = np.array(reasons_json(ranked, len(rows)), dtype=object)
+    return out
+
+
+def churn_rows_to_explain(
+    churn_out: pd.DataFrame, clv_out: pd.DataFrame | None, cfg: Config
+) -> tuple[np.ndarray, str]:
+    """Which customers get churn reasons, and why (for the log).
+
+    Reasons cost about 1 ms per row, so they are computed for the rows someone acts on: the
+    top ``scoring.explain_top_n`` customers by value at risk (churn probability x CLV, ranked
+    as the worklist ranks them), every account of the worklist (``scoring.worklist_bands``,
+    ``scoring.worklist_top_n``: already among those unless low-band customers hold much of
+    the value at risk), plus the optional ``churn.explain_bands`` and ``churn.explain_top_n``
+    (top by probability).
+
+    Parameters
+    ----------
+    churn_out : DataFrame
+        ``churn_probability`` and ``churn_risk`` of every customer (index: customer id).
+    clv_out : DataFrame or None
+        ``predicted_clv`` of the customers with a purchase (others have no CLV: value at risk 0).
+    cfg : Config
+        ``scoring`` and ``churn`` blocks.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        Boolean mask aligned with ``churn_out`` and a description of the rule applied.
+    """
+    from crmscore.estimators.reasons import rows_to_explain
+    from crmscore.scoring import value_at_risk
+    from crmscore.worklist import top_by_value_at_risk
+
+    p = churn_out["churn_probability"].astype(np.float64)
+    clv = (
+        clv_out["predicted_clv"].astype(np.float64).reindex(churn_out.index)
+        if clv_out is not None
+        else pd.Series(np.nan, index=churn_out.index)
+    )
+    ranked = pd.DataFrame(
+        {
+            "customer_id": churn_out.index.astype(str).to_numpy(dtype=object),
+            "value_at_risk": value_at_risk(p, clv).to_numpy(),
+            "churn_probability": p.to_numpy(),
+            "churn_risk": churn_out["churn_risk"].to_numpy(dtype=object),
+        }
+    )
+    sc = cfg.scoring
+    mask = np.zeros(len(ranked), dtype=bool)
+    mask[top_by_value_at_risk(ranked, sc.explain_top_n).index.to_numpy()] = True
+    why = [f"top {sc.explain_top_n:,} by value at risk"]
+    worklist = top_by_value_at_risk(ranked, sc.worklist_top_n, bands=sc.worklist_bands).index.to_numpy()
+    extra = int((~mask[worklist]).sum())
+    if extra:
+        mask[worklist] = True
+        why.append(f"{extra:,} more worklist accounts")
+    chosen = rows_to_explain(
+        p.to_numpy(),
+        groups=ranked["churn_risk"].to_numpy(),
+        explain_groups=cfg.churn.explain_bands,
+        top_n=cfg.churn.explain_top_n,
+    )
+    if cfg.churn.explain_bands:
+        why.append(f"risk bands {', '.join(cfg.churn.explain_bands)}")
+    if cfg.churn.explain_top_n:
+        why.append(f"top {cfg.churn.explain_top_n:,} by churn probability")
+    return mask | chosen, "; ".join(why)
+
+
+def _explain_churn(
+    model: ChampionModel,
+    features: pd.DataFrame,
+    churn_out: pd.DataFrame,
+    clv_out: pd.DataFrame | None,
+    cfg: Config,
+) -> None:
+    """Add ``top_reasons`` to ``churn_out`` (in place) for :func:`churn_rows_to_explain`."""
+    mask, why = churn_rows_to_explain(churn_out, clv_out, cfg)
+    n, k = len(mask), int(mask.sum())
+    hint = "" if k == n else "; set scoring.explain_top_n or churn.explain_bands to explain more"
+    log.info("reasons for %s of %s customers: %s%s", f"{k:,}", f"{n:,}", why, hint)
+    churn_out["top_reasons"] = _reasons(model, features, mask, cfg.churn.n_reasons)
+
+
+def _explain_leads(
+    model: ChampionModel, lead_features: pd.DataFrame, lead_out: pd.DataFrame, cfg: Config
+) -> None:
+    """Add ``top_reasons`` to ``lead_out`` (in place): ``leads.explain_grades`` and ``explain_top_n``."""
+    from crmscore.estimators.reasons import rows_to_explain
+
+    lc = cfg.leads
+    mask = rows_to_explain(
+        lead_out["conversion_probability"].to_numpy(),
+        groups=lead_out["lead_grade"].to_numpy(),
+        explain_groups=lc.explain_grades,
+        top_n=lc.explain_top_n,
+    )
+    why = [f"grades {', '.join(lc.explain_grades)}"] if lc.explain_grades else []
+    if lc.explain_top_n:
+        why.append(f"top {lc.explain_top_n:,} by conversion probability")
+    log.info(
+        "reasons for %s of %s open leads: %s",
+        f"{int(mask.sum()):,}",
+        f"{len(mask):,}",
+        "; ".join(why) or "none (leads.explain_grades and leads.explain_top_n are empty)",
+    )
+    lead_out["top_reasons"] = _reasons(model, lead_features, mask, lc.n_reasons)
+
+
 def score_frames(
-    data: CRMData, as_of: date, cfg: Config, models: dict[str, ChampionModel]
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    models: dict[str, ChampionModel],
+    timings: dict[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame, pd.DataFrame | None]:
-    """Model outputs at ``as_of``: (features, churn_out, clv_out, clv_interval, lead_out)."""
+    """Model outputs at ``as_of``: (features, churn_out, clv_out, clv_interval, lead_out).
+
+    Order: features; churn probabilities of every customer; CLV and its interval; then the
+    churn reasons, whose rows are chosen by value at risk (:func:`churn_rows_to_explain`);
+    then the open leads (features, scores, reasons for ``leads.explain_grades``).
+
+    Parameters
+    ----------
+    data : CRMData
+        Validated CRM data.
+    as_of : date
+        Scoring day.
+    cfg : Config
+        Full configuration.
+    models : dict
+        :func:`resolve_champions` output.
+    timings : dict, optional
+        Filled with the wall time (s) of each step: ``features``, ``churn_predict``, ``clv``,
+        ``churn_reasons``, ``lead_features``, ``lead_predict``, ``lead_reasons``.
+    """
     from crmscore.pipelines.features import build_feature_table, build_lead_features
 
-    with stage(f"building features as of {as_of}"):
+    with _stage("features", f"building features as of {as_of}", timings):
         features = build_feature_table(data, as_of, cfg)
     churn = models["churn"]
     _require_columns(churn, features)
-    with stage(f"scoring churn for {len(features):,} customers"):
-        churn_out = _predict_explained(
-            churn, features, ("churn_probability", "churn_risk"), cfg.churn.explain_bands, cfg.churn
-        )
+    with _stage("churn_predict", f"predicting churn for {len(features):,} customers", timings):
+        churn_out = _predict(churn, features)
     clv = models["clv"]
     buyers = features.loc[features["frequency"].notna(), _BTYD]
-    with stage(f"scoring lifetime value for {len(buyers):,} customers"):
+    with _stage("clv", f"scoring lifetime value for {len(buyers):,} customers", timings):
         clv_out = clv.pyfunc.predict(buyers)
         clv_out.index = buyers.index
         clv_interval = clv.bundle.model.predict_interval(buyers)
+    with _stage("churn_reasons", "churn reasons", timings):
+        _explain_churn(churn, features, churn_out, clv_out, cfg)
     lead_out = None
     if "leads" in models and data.leads is not None:  # optional: skipped without a champion
         leads = models["leads"]
-        lead_features = build_lead_features(data, as_of, cfg)
+        with _stage("lead_features", "building open-lead features", timings):
+            lead_features = build_lead_features(data, as_of, cfg)
         if len(lead_features):
             _require_columns(leads, lead_features)
-            with stage(f"scoring {len(lead_features):,} open leads"):
-                lead_out = _predict_explained(
-                    leads,
-                    lead_features,
-                    ("conversion_probability", "lead_grade"),
-                    cfg.leads.explain_grades,
-                    cfg.leads,
-                )
+            with _stage("lead_predict", f"scoring {len(lead_features):,} open leads", timings):
+                lead_out = _predict(leads, lead_features)
+            with _stage("lead_reasons", "lead reasons", timings):
+                _explain_leads(leads, lead_features, lead_out, cfg)
     return features, churn_out, clv_out, clv_interval, lead_out
 
 
@@ -231,46 +376,52 @@ def run_score(
     from crmscore.worklist import build_worklist, write_scores_file, write_worklist
 
     kinds = ("churn", "clv", "leads") if data.leads is not None else ("churn", "clv")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
     models = resolve_champions(cfg, kinds)
+    timings["models"] = time.perf_counter() - start
     versions = {k: {"name": m.name, "version": m.version} for k, m in models.items()}
+    start = time.perf_counter()
     rid = run_id or _run_id(as_of, models, data)
+    timings["run_id"] = time.perf_counter() - start
     scored_at = pd.Timestamp.now(tz="UTC")
-    features, churn_out, clv_out, clv_interval, lead_out = score_frames(data, as_of, cfg, models)
+    features, churn_out, clv_out, clv_interval, lead_out = score_frames(data, as_of, cfg, models, timings)
 
     to_crm = write_back and cfg.data.source == "crm"
     engine = create_engine(cfg.data.resolved_crm_url()) if to_crm else None
     try:
-        previous = (
-            read_previous_scores(engine, cfg.scoring, as_of=as_of, run_id=rid, schema=cfg.data.db_schema)
-            if engine is not None
-            else None
-        )
-        customer_scores = assemble_customer_scores(
-            features,
-            churn_out,
-            clv_out,
-            clv_interval,
-            as_of=as_of,
-            run_id=rid,
-            model_versions=versions,
-            scored_at=scored_at,
-            previous=previous,
-            cfg=cfg.scoring,
-        )
-        lead_scores = (
-            assemble_lead_scores(
-                lead_out,
+        with _stage("assemble", "assembling the score rows", timings):
+            previous = (
+                read_previous_scores(engine, cfg.scoring, as_of=as_of, run_id=rid, schema=cfg.data.db_schema)
+                if engine is not None
+                else None
+            )
+            customer_scores = assemble_customer_scores(
+                features,
+                churn_out,
+                clv_out,
+                clv_interval,
                 as_of=as_of,
                 run_id=rid,
-                model_version=versions["leads"],
+                model_versions=versions,
                 scored_at=scored_at,
+                previous=previous,
+                cfg=cfg.scoring,
             )
-            if lead_out is not None
-            else None
-        )
-        run = ScoreRun(rid, as_of, customer_scores, lead_scores, versions)
+            lead_scores = (
+                assemble_lead_scores(
+                    lead_out,
+                    as_of=as_of,
+                    run_id=rid,
+                    model_version=versions["leads"],
+                    scored_at=scored_at,
+                )
+                if lead_out is not None
+                else None
+            )
+        run = ScoreRun(rid, as_of, customer_scores, lead_scores, versions, timings=timings)
         if engine is not None:
-            with stage("writing scores to the CRM (one transaction)"):
+            with _stage("write", "writing scores to the CRM (one transaction)", timings):
                 run.written = write_scores(
                     engine,
                     customer_scores,
@@ -286,14 +437,23 @@ def run_score(
         if engine is not None:
             engine.dispose()
 
-    if output is not None:
-        run.files.append(write_scores_file(customer_scores, output))
-        if lead_scores is not None:
-            lead_path = output.with_name(f"{output.stem}_leads{output.suffix}")
-            run.files.append(write_scores_file(lead_scores, lead_path))
-    folder = worklist_dir or Path("reports")
-    worklist = build_worklist(customer_scores, data.customers, cfg.scoring)
-    run.files += write_worklist(
-        worklist, folder / "worklist.csv", folder / "worklist.html", as_of=as_of, run_id=rid
-    )
+    with _stage("files", "writing the worklist and score files", timings):
+        if output is not None:
+            run.files.append(write_scores_file(customer_scores, output))
+            if lead_scores is not None:
+                lead_path = output.with_name(f"{output.stem}_leads{output.suffix}")
+                run.files.append(write_scores_file(lead_scores, lead_path))
+        folder = worklist_dir or Path("reports")
+        worklist = build_worklist(customer_scores, data.customers, cfg.scoring)
+        _check_worklist_explained(worklist, customer_scores)
+        run.files += write_worklist(
+            worklist, folder / "worklist.csv", folder / "worklist.html", as_of=as_of, run_id=rid
+        )
     return run
+
+
+def _check_worklist_explained(worklist: pd.DataFrame, scores: pd.DataFrame) -> None:
+    """Warn if a worklist account has no reasons (the explain rule guarantees they all have)."""
+    shown = scores.loc[scores["customer_id"].isin(worklist["customer_id"]), "top_reasons"]
+    if shown.isna().any():
+        log.warning("%d worklist accounts have no reasons", int(shown.isna().sum()))
