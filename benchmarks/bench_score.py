@@ -37,9 +37,13 @@ work folder). Memory: about 8 GB at 1M customers (the generated CRM is freed bef
 
 from __future__ import annotations
 
+import os
+
+# as the CLI does: idle OpenMP threads sleep instead of spinning (read when OpenMP loads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import logging
-import os
 import resource
 import shutil
 import tempfile
@@ -132,7 +136,7 @@ def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, floa
     if not report.usable:
         raise SystemExit(f"the synthetic CRM is unusable: {report.problems}")
     n_input = sum(len(df) for df in data.tables().values())
-    run = run_score(data, as_of, cfg, worklist_dir=root / "reports")
+    run = run_score(data, as_of, cfg, worklist_dir=root / "reports", input_digest=report.input_digest)
     return run, {"read_validate": t_read, **run.timings}, n_input
 
 

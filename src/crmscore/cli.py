@@ -13,7 +13,7 @@ import sys
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import pandas as pd
 import typer
@@ -515,14 +515,29 @@ def export(
 
 
 def run_score_command(
-    cfg: Config, day: date, data: CRMData, output: Path | None, worklist_dir: Path | None, write_back: bool
+    cfg: Config,
+    day: date,
+    data: CRMData,
+    output: Path | None,
+    worklist_dir: Path | None,
+    write_back: bool,
+    report: Any = None,
 ) -> None:
     """Score, write back, print a summary (shared by ``score`` and ``demo``)."""
     from crmscore.pipelines.score import NoChampionError, run_score
     from crmscore.scoring import ScoreValidationError
 
+    digest = getattr(report, "input_digest", None) or None
     try:
-        run = run_score(data, day, cfg, output=output, worklist_dir=worklist_dir, write_back=write_back)
+        run = run_score(
+            data,
+            day,
+            cfg,
+            output=output,
+            worklist_dir=worklist_dir,
+            write_back=write_back,
+            input_digest=digest,
+        )
     except (NoChampionError, ScoreValidationError) as exc:
         _fail(str(exc), EXIT_FAILURE)
     versions = ", ".join(f"{v['name']} v{v['version']}" for v in run.model_versions.values())
@@ -563,8 +578,8 @@ def score(
     day = _parse_day(as_of, "--as-of")
     if day is None:
         _fail("give --as-of: the scoring day (crmscore never assumes 'now')", EXIT_USAGE)
-    data, _ = _validated(cfg, day)
-    run_score_command(cfg, day, data, output, worklist_dir, write_back)
+    data, report = _validated(cfg, day)
+    run_score_command(cfg, day, data, output, worklist_dir, write_back, report)
 
 
 @app.command()
@@ -626,7 +641,7 @@ def demo(
     _print_train_result(result)
     train_json = Path("data/train.json")
     train_json.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-    run_score_command(cfg, as_of, data, Path("data/scores.parquet"), Path("reports"), True)
+    run_score_command(cfg, as_of, data, Path("data/scores.parquet"), Path("reports"), True, rep)
     with stage("building the report"):
         html, js = run_report(data, as_of, cfg, train_summary=train_json)
     out.print(f"report written to {html} and {js}", highlight=False)
