@@ -83,7 +83,8 @@ def test_feature_tables_equal_on_codes_and_strings(crm: CRMData, as_of: str) -> 
     on_strings = feature_pipeline._feature_table(crm, as_of, cfg)  # the same functions on the raw ids
     pd.testing.assert_frame_equal(on_codes, on_strings, check_exact=True)
     leads_codes = feature_pipeline.build_lead_features(crm, as_of, cfg)
-    leads_strings = feature_pipeline._lead_feature_table(crm, as_of, cfg)
+    scored = feature_pipeline._without_stale_leads(crm, as_of, cfg)
+    leads_strings = feature_pipeline._lead_feature_table(scored, as_of, cfg)
     pd.testing.assert_frame_equal(leads_codes, leads_strings, check_exact=True)
 
 
@@ -102,3 +103,26 @@ def test_training_sets_equal_on_codes_and_strings(crm: CRMData, monkeypatch: pyt
     assert coded["churn"].sum() > 0 and leads_coded["converted"].sum() > 0
     pd.testing.assert_frame_equal(coded, plain, check_exact=True)
     pd.testing.assert_frame_equal(leads_coded, leads_plain, check_exact=True)
+
+
+def test_scoring_leaves_out_open_leads_past_their_conversion_window(
+    crm: CRMData, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    cfg = Config()
+    as_of = pd.Timestamp("2025-12-31", tz="UTC")
+    end = as_of + pd.Timedelta(days=1)
+    leads = crm.leads
+    open_ = (leads["created_at"] < end) & ~(leads["converted_at"] < end)
+    running = leads["created_at"] + pd.Timedelta(days=cfg.leads.conversion_window_days) >= end
+    with caplog.at_level(logging.INFO, logger="crmscore.pipelines.features"):
+        scored = feature_pipeline.build_lead_features(crm, "2025-12-31", cfg)
+    assert set(scored.index) == set(leads.loc[open_ & running, "lead_id"])
+    n_stale = int((open_ & ~running).sum())
+    assert n_stale > 0 and f"{n_stale:,} open leads are past their 90-day conversion window" in caplog.text
+    # the model's population: the training labels keep the same leads (window still running)
+    every = Config(leads={"include_stale": True})
+    assert set(feature_pipeline.build_lead_features(crm, "2025-12-31", every).index) == set(
+        leads.loc[open_, "lead_id"]
+    )

@@ -16,9 +16,9 @@ from crmscore.features.behaviour import behaviour_features
 from crmscore.features.btyd import btyd_summary
 from crmscore.features.keys import IdCodes, encode_ids
 from crmscore.features.labels import churn_labels, lead_labels
-from crmscore.features.leads import lead_features
+from crmscore.features.leads import lead_features, open_lead_mask
 from crmscore.features.rfm import rfm_scores
-from crmscore.features.time import as_of_day, rolling_cutoffs
+from crmscore.features.time import as_of_day, cutoff_end, rolling_cutoffs
 from crmscore.schema import CRMData
 
 __all__ = [
@@ -97,14 +97,45 @@ def _feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
 
 
 def build_lead_features(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
-    """Features of the leads open at ``as_of`` (empty frame without a leads table, logged)."""
+    """Features of the leads to score at ``as_of`` (empty frame without a leads table, logged).
+
+    These are the leads open at ``as_of`` whose conversion window is still running
+    (``created_at + leads.conversion_window_days >= cutoff_end(as_of)``): the population the
+    model was trained on. An open lead whose window closed before the cutoff already has its
+    outcome (not converted in time), so it is not scored; such leads are counted in the log.
+    ``leads.include_stale: true`` scores them too (and trains on them), as does a
+    ``leads.label_column`` (snapshot labels have no window).
+    """
     if data.leads is None:
         logger.warning("no leads table: lead features absent")
         return pd.DataFrame(index=pd.Index([], dtype="str", name="lead_id"))
+    data = _without_stale_leads(data, as_of, cfg)
     encoded, codes = encode_ids(_lead_tables(data))
     out = _lead_feature_table(encoded, as_of, cfg)
     out.index = codes.decode(out.index, "leads")
     return out
+
+
+def _without_stale_leads(data: CRMData, as_of: DateLike, cfg: Config) -> CRMData:
+    """``data`` without the open leads whose conversion window closed before ``as_of`` (logged)."""
+    lc = cfg.leads
+    if lc.include_stale or lc.label_column is not None or data.leads is None:
+        return data
+    leads = data.leads
+    end = cutoff_end(as_of)
+    window_end = leads["created_at"] + pd.Timedelta(days=lc.conversion_window_days)
+    stale = (window_end < end).to_numpy(dtype=bool, na_value=False)
+    stale = stale & open_lead_mask(leads, as_of, open_only=True)
+    n_stale = int(stale.sum())
+    if n_stale:
+        logger.info(
+            "%s open leads are past their %d-day conversion window at %s and are not scored "
+            "(their outcome is known: not converted in time); leads.include_stale: true scores them",
+            f"{n_stale:,}",
+            lc.conversion_window_days,
+            as_of_day(as_of).date(),
+        )
+    return CRMData(leads=leads[~stale], lead_activities=data.lead_activities)
 
 
 def _lead_tables(data: CRMData) -> CRMData:
