@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from crmscore.config import redact_url, validate_identifier
 
-__all__ = ["create_engine", "read_sql_tables", "write_sql_tables"]
+__all__ = ["create_engine", "read_sql_tables", "to_arrow", "write_sql_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def _insert_dbapi(
         cursor.close()
 
 
-def _to_arrow(df: pd.DataFrame) -> pa.Table:
+def to_arrow(df: pd.DataFrame) -> pa.Table:
     """Arrow table of ``df``; timezone-aware columns go over as UTC timestamps explicitly."""
     arrays = []
     for col in df.columns:
@@ -268,7 +268,7 @@ def _copy_postgres(conn: sa.Connection, df: pd.DataFrame, name: str, schema: str
     ident = f'"{schema}"."{name}"' if schema else f'"{name}"'
     cols = ", ".join(f'"{c}"' for c in df.columns)
     sink = io.BytesIO()
-    pa_csv.write_csv(_to_arrow(df), sink, pa_csv.WriteOptions(include_header=False))
+    pa_csv.write_csv(to_arrow(df), sink, pa_csv.WriteOptions(include_header=False))
     payload = sink.getbuffer()
     with raw.cursor() as cur, cur.copy(f"COPY {ident} ({cols}) FROM STDIN WITH (FORMAT csv)") as cp:
         for start in range(0, len(payload), 1 << 22):

@@ -52,7 +52,7 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from crmscore.config import ScoringConfig, redact_url, validate_identifier
-from crmscore.io.crm import _iso_utc
+from crmscore.io.crm import _iso_utc, to_arrow
 from crmscore.scoring import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
@@ -264,19 +264,6 @@ def _executemany(conn: sa.Connection, df: pd.DataFrame, target: str, chunksize: 
 _COPY_BATCH_ROWS = 100_000
 
 
-def _arrow_table(df: pd.DataFrame) -> pa.Table:
-    """Arrow table of ``df``; timezone-aware columns go over as UTC timestamps explicitly."""
-    arrays = []
-    for col in df.columns:
-        s = df[col]
-        if isinstance(s.dtype, pd.DatetimeTZDtype):
-            utc = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-            arrays.append(pa.array(utc, type=pa.timestamp("us", tz="UTC"), mask=np.isnat(utc)))
-        else:
-            arrays.append(pa.Array.from_pandas(s))
-    return pa.Table.from_arrays(arrays, names=[str(c) for c in df.columns])
-
-
 def _csv_bytes(batch: pa.RecordBatch) -> pa.Buffer:
     """One batch as CSV without header (Arrow's C++ writer: UTC ``Z`` timestamps, NULL = empty)."""
     sink = pa.BufferOutputStream()
@@ -293,7 +280,7 @@ def _copy_csv(conn: sa.Connection, df: pd.DataFrame, target: str) -> None:
     """
     p = conn.dialect.identifier_preparer
     cols = ", ".join(p.quote(str(c)) for c in df.columns)
-    batches = _arrow_table(df).to_batches(max_chunksize=_COPY_BATCH_ROWS)
+    batches = to_arrow(df).to_batches(max_chunksize=_COPY_BATCH_ROWS)
     raw = conn.connection.driver_connection  # psycopg.Connection
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
