@@ -95,3 +95,15 @@ def test_identifier_ok(name):
 def test_identifier_refused(name):
     with pytest.raises(ConfigError):
         validate_identifier(name, "t")
+
+
+def test_report_top_accounts_must_be_explained() -> None:
+    from crmscore.config import ConfigError, config_from_mapping
+
+    with pytest.raises(
+        ConfigError, match=r"report.top_n \(300\) must not exceed scoring.explain_top_n \(250\)"
+    ):
+        config_from_mapping({"report": {"top_n": 300}, "scoring": {"explain_top_n": 250}})
+    assert (
+        config_from_mapping({"report": {"top_n": 250}, "scoring": {"explain_top_n": 250}}).report.top_n == 250
+    )

@@ -477,6 +477,16 @@ class Config(_Block):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    @model_validator(mode="after")
+    def _check_across_blocks(self) -> Config:
+        if self.report.top_n > self.scoring.explain_top_n:
+            raise ValueError(
+                f"report.top_n ({self.report.top_n}) must not exceed scoring.explain_top_n "
+                f"({self.scoring.explain_top_n}): the report's at-risk accounts are the top ones by "
+                "value at risk and each needs its reasons"
+            )
+        return self
+
 
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
