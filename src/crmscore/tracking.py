@@ -364,9 +364,14 @@ def prepare_input(bundle: ClassifierBundle | ClvBundle, X: pd.DataFrame) -> pd.D
         s = X[col]
         if kind == "double":
             out[col] = pd.to_numeric(s, errors="coerce").astype(np.float64).to_numpy()
-        else:
-            v = s.astype(object)
-            out[col] = v.where(v.isna(), v.astype(str)).where(v.notna(), None).to_numpy(dtype=object)
+        else:  # text once per distinct value (crmscore.estimators.churn.text_codes)
+            from crmscore.estimators.churn import text_codes
+
+            codes, texts = text_codes(s)
+            text = np.full(len(s), None, dtype=object)
+            present = codes >= 0
+            text[present] = texts[codes[present]]
+            out[col] = text
     return pd.DataFrame(out, index=X.index)
 
 

@@ -245,6 +245,17 @@ def _as_text(s: pd.Series) -> pd.Series:
     return vals.where(vals.isna(), vals.astype(str))
 
 
+def text_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, texts)``: ``texts[codes]`` is ``str(value)`` of each row, code -1 when missing.
+
+    The same text as :func:`_as_text`, converted once per distinct value instead of per row
+    (values whose texts coincide keep separate codes; compare texts, not codes).
+    """
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    texts = np.array([str(u) for u in np.asarray(uniques, dtype=object)], dtype=object)
+    return codes, texts
+
+
 class FramePreparer(TransformerMixin, BaseEstimator):
     """Select and type the feature columns; categories learned at fit, unseen → missing.
 
@@ -310,10 +321,12 @@ class FramePreparer(TransformerMixin, BaseEstimator):
         for col in self.features_:
             s = X[col]
             if col in self.categories_:
-                text = _as_text(s)
-                known = text.isin(self.categories_[col]).to_numpy(dtype=bool)
-                cat = pd.Categorical(text.where(known), categories=self.categories_[col])
-                unseen = int((text.notna().to_numpy(dtype=bool) & ~known).sum())
+                codes, texts = text_codes(s)
+                cats = self.categories_[col]
+                pos = pd.Index(cats, dtype=object).get_indexer(texts) if len(texts) else np.zeros(0, np.intp)
+                cat_codes = np.where(codes >= 0, pos[np.maximum(codes, 0)] if len(pos) else -1, -1)
+                cat = pd.Categorical.from_codes(cat_codes, categories=pd.Index(cats, dtype="str"))
+                unseen = int(((codes >= 0) & (cat_codes < 0)).sum())
                 if unseen:
                     logger.debug("%r: %d value(s) of categories unseen at fit set to missing", col, unseen)
                 out[col] = cat
