@@ -59,22 +59,24 @@ def _hash_strings(h: Any, chunks: list[pa.Array]) -> None:
 
 def _hash_column(h: Any, s: pd.Series) -> None:
     dtype = s.dtype
-    chunks = _string_chunks(s) if not pd.api.types.is_numeric_dtype(dtype) else None
+    if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
+        h.update(f"{s.name}\x1f{dtype}\n".encode())
+        h.update(np.ascontiguousarray(pd.DatetimeIndex(s).asi8))
+        return
+    if pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+        h.update(f"{s.name}\x1f{dtype}\n".encode())
+        if isinstance(dtype, np.dtype):
+            h.update(np.ascontiguousarray(s.to_numpy()).view(np.uint8))
+        else:  # nullable extension numbers: mask and values
+            h.update(np.ascontiguousarray(s.isna().to_numpy(dtype=bool)))
+            h.update(np.ascontiguousarray(s.to_numpy(dtype=np.float64, na_value=np.nan)))
+        return
+    chunks = _string_chunks(s)
     if chunks is not None:  # text hashes alike whether held as objects or Arrow strings
         h.update(f"{s.name}\x1ftext\n".encode())
         _hash_strings(h, chunks)
         return
     h.update(f"{s.name}\x1f{dtype}\n".encode())
-    if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
-        h.update(np.ascontiguousarray(pd.DatetimeIndex(s).asi8))
-        return
-    if isinstance(dtype, np.dtype) and dtype.kind in "biufm":
-        h.update(np.ascontiguousarray(s.to_numpy()).view(np.uint8))
-        return
-    if pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-        h.update(np.ascontiguousarray(s.isna().to_numpy(dtype=bool)))
-        h.update(np.ascontiguousarray(s.to_numpy(dtype=np.float64, na_value=np.nan)))
-        return
     h.update(pd.util.hash_pandas_object(s, index=False, categorize=False).to_numpy().tobytes())
 
 

@@ -358,15 +358,15 @@ def _signature_columns(bundle: ClassifierBundle | ClvBundle) -> tuple[_Columns, 
 def prepare_input(bundle: ClassifierBundle | ClvBundle, X: pd.DataFrame) -> pd.DataFrame:
     """The model's input columns of ``X`` typed as its signature says (numbers as float64,
     categories as text with None for missing), so MLflow's schema enforcement accepts them."""
+    from crmscore.features.keys import text_codes
+
     inputs, _ = _signature_columns(bundle)
     out = {}
     for col, kind in inputs:
         s = X[col]
         if kind == "double":
             out[col] = pd.to_numeric(s, errors="coerce").astype(np.float64).to_numpy()
-        else:  # text once per distinct value (crmscore.estimators.churn.text_codes)
-            from crmscore.estimators.churn import text_codes
-
+        else:  # text once per distinct value
             codes, texts = text_codes(s)
             text = np.full(len(s), None, dtype=object)
             present = codes >= 0

@@ -53,6 +53,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from crmscore.estimators import reasons as _reasons
 from crmscore.evaluation import fit_logistic_1d, gains_table, metrics_table, single_feature_auc
+from crmscore.features.keys import categorical_from_text, text_codes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -245,17 +246,6 @@ def _as_text(s: pd.Series) -> pd.Series:
     return vals.where(vals.isna(), vals.astype(str))
 
 
-def text_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``(codes, texts)``: ``texts[codes]`` is ``str(value)`` of each row, code -1 when missing.
-
-    The same text as :func:`_as_text`, converted once per distinct value instead of per row
-    (values whose texts coincide keep separate codes; compare texts, not codes).
-    """
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    texts = np.array([str(u) for u in np.asarray(uniques, dtype=object)], dtype=object)
-    return codes, texts
-
-
 class FramePreparer(TransformerMixin, BaseEstimator):
     """Select and type the feature columns; categories learned at fit, unseen → missing.
 
@@ -322,11 +312,8 @@ class FramePreparer(TransformerMixin, BaseEstimator):
             s = X[col]
             if col in self.categories_:
                 codes, texts = text_codes(s)
-                cats = self.categories_[col]
-                pos = pd.Index(cats, dtype=object).get_indexer(texts) if len(texts) else np.zeros(0, np.intp)
-                cat_codes = np.where(codes >= 0, pos[np.maximum(codes, 0)] if len(pos) else -1, -1)
-                cat = pd.Categorical.from_codes(cat_codes, categories=pd.Index(cats, dtype="str"))
-                unseen = int(((codes >= 0) & (cat_codes < 0)).sum())
+                cat = categorical_from_text(codes, texts, self.categories_[col])
+                unseen = int(((codes >= 0) & (cat.codes < 0)).sum())
                 if unseen:
                     logger.debug("%r: %d value(s) of categories unseen at fit set to missing", col, unseen)
                 out[col] = cat

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.features.btyd import RefundRule, purchase_mask
-from crmscore.features.keys import id_index, isin, sorted_unique
+from crmscore.features.keys import categorical_from_text, id_index, isin, sorted_unique, text_codes
 from crmscore.features.time import as_of_day_number, cutoff_end, day_index
 
 __all__ = [
@@ -288,17 +288,9 @@ def _as_feature(values: pd.Series, name: str) -> pd.Series | None:
         return values.astype(np.float64)
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
-    # text of the distinct values only, then codes into the sorted distinct texts
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = pd.Index(uniques).astype("str")
-    cats = sorted(set(text.tolist()))
-    remap = pd.Index(cats, dtype="str").get_indexer(text) if len(cats) else np.zeros(0, dtype=np.intp)
-    new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
-    return pd.Series(
-        pd.Categorical.from_codes(new_codes, categories=pd.Index(cats, dtype="str")),
-        index=values.index,
-        name=name,
-    )
+    codes, texts = text_codes(values)  # text of the distinct values only
+    cats = sorted(set(texts.tolist()))
+    return pd.Series(categorical_from_text(codes, texts, cats), index=values.index, name=name)
 
 
 def attribute_features(

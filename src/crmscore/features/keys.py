@@ -28,7 +28,16 @@ import pandas as pd
 
 from crmscore.schema import CRMData
 
-__all__ = ["IdCodes", "decode_index", "encode_ids", "id_index", "isin", "sorted_unique"]
+__all__ = [
+    "IdCodes",
+    "categorical_from_text",
+    "decode_index",
+    "encode_ids",
+    "id_index",
+    "isin",
+    "sorted_unique",
+    "text_codes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,24 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(arr[1:], arr[:-1], out=keep[1:])
     return arr[keep]
+
+
+def text_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, texts)``: ``texts[codes]`` is ``str(value)`` of each row, code -1 when missing.
+
+    The text is built once per distinct value instead of per row (values whose texts
+    coincide keep separate codes: compare texts, not codes).
+    """
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    texts = np.array([str(u) for u in np.asarray(uniques, dtype=object)], dtype=object)
+    return codes, texts
+
+
+def categorical_from_text(codes: np.ndarray, texts: np.ndarray, categories: list[str]) -> pd.Categorical:
+    """The rows of :func:`text_codes` as a categorical over ``categories`` (others missing)."""
+    pos = pd.Index(categories, dtype=object).get_indexer(texts) if len(texts) else np.zeros(0, np.intp)
+    cat_codes = np.where(codes >= 0, pos[np.maximum(codes, 0)] if len(pos) else -1, -1)
+    return pd.Categorical.from_codes(cat_codes, categories=pd.Index(categories, dtype="str"))
 
 
 def isin(values: Any, test_values: Any) -> np.ndarray:

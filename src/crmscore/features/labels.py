@@ -52,7 +52,7 @@ import pandas as pd
 from crmscore.config import ChurnConfig, LeadsConfig
 from crmscore.features.btyd import RefundRule, purchase_mask
 from crmscore.features.keys import id_index, isin
-from crmscore.features.leads import open_lead_mask
+from crmscore.features.leads import open_lead_mask, window_closed_mask
 from crmscore.features.time import as_of_day, cutoff_end
 from crmscore.schema import CRMData
 
@@ -198,7 +198,7 @@ def lead_labels(
     window_end = leads["created_at"] + window
     mask &= _known(window_end, obs_end)
     if not cfg.include_stale:
-        mask &= ~_known(window_end, end)
+        mask &= ~window_closed_mask(leads, as_of, cfg.conversion_window_days)
     rows = leads[mask].drop_duplicates("lead_id", keep="first").set_index("lead_id").sort_index()
     if "converted_at" in rows:
         delay = rows["converted_at"] - rows["created_at"]

@@ -28,7 +28,7 @@ from crmscore.features.behaviour import _as_feature
 from crmscore.features.keys import id_index
 from crmscore.features.time import as_of_day_number, cutoff_end, day_index
 
-__all__ = ["LEAD_NON_FEATURES", "lead_features"]
+__all__ = ["LEAD_NON_FEATURES", "lead_features", "open_lead_mask", "window_closed_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ def open_lead_mask(leads: pd.DataFrame, as_of: DateLike, *, open_only: bool = Tr
     if open_only and "converted_at" in leads:
         mask &= ~(leads["converted_at"] < end).to_numpy(dtype=bool, na_value=False, copy=True)
     return mask
+
+
+def window_closed_mask(leads: pd.DataFrame, as_of: DateLike, window_days: int) -> np.ndarray:
+    """Leads whose conversion window (``created_at + window_days``) ended before ``cutoff_end(as_of)``.
+
+    For such an open lead the outcome is known at the cutoff (not converted in time): it is
+    neither a training row (unless ``leads.include_stale``) nor scored.
+    """
+    window_end = leads["created_at"] + pd.Timedelta(days=window_days)
+    return (window_end < cutoff_end(as_of)).to_numpy(dtype=bool, na_value=False, copy=True)
 
 
 def lead_features(

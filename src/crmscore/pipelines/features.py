@@ -6,6 +6,7 @@ Orchestration only: the feature logic lives in ``crmscore.features``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from crmscore.features.behaviour import behaviour_features
 from crmscore.features.btyd import btyd_summary
 from crmscore.features.keys import IdCodes, encode_ids
 from crmscore.features.labels import churn_labels, lead_labels
-from crmscore.features.leads import lead_features, open_lead_mask
+from crmscore.features.leads import lead_features, open_lead_mask, window_closed_mask
 from crmscore.features.rfm import rfm_scores
-from crmscore.features.time import as_of_day, cutoff_end, rolling_cutoffs
+from crmscore.features.time import as_of_day, rolling_cutoffs
 from crmscore.schema import CRMData
 
 __all__ = [
@@ -122,10 +123,8 @@ def _without_stale_leads(data: CRMData, as_of: DateLike, cfg: Config) -> CRMData
     if lc.include_stale or lc.label_column is not None or data.leads is None:
         return data
     leads = data.leads
-    end = cutoff_end(as_of)
-    window_end = leads["created_at"] + pd.Timedelta(days=lc.conversion_window_days)
-    stale = (window_end < end).to_numpy(dtype=bool, na_value=False)
-    stale = stale & open_lead_mask(leads, as_of, open_only=True)
+    stale = window_closed_mask(leads, as_of, lc.conversion_window_days)
+    stale &= open_lead_mask(leads, as_of, open_only=True)
     n_stale = int(stale.sum())
     if n_stale:
         logger.info(
@@ -172,21 +171,31 @@ def build_churn_training_set(
     ``cutoff`` column (UTC day). Index ``customer_id`` (repeated across cutoffs).
     """
     encoded, codes = encode_ids(data)
+
+    def rows_at(c: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
+        refunds = cfg.features.refunds
+        labels = churn_labels(encoded, c, cfg.churn, refunds=refunds, observed_until=observed_until)
+        return _feature_table(encoded, c, cfg), labels
+
+    return _stacked(_cutoffs(last_cutoff, cfg, n_cutoffs, step_days), rows_at, codes, "customers")
+
+
+def _stacked(
+    cutoffs: list[pd.Timestamp],
+    rows_at: Callable[[pd.Timestamp], tuple[pd.DataFrame, pd.Series]],
+    codes: IdCodes,
+    key: str,
+) -> pd.DataFrame:
+    """Features joined with labels at each cutoff, stacked with a ``cutoff`` column, ids decoded."""
     frames = []
-    for c in _cutoffs(last_cutoff, cfg, n_cutoffs, step_days):
-        feats = _feature_table(encoded, c, cfg)
-        labels = churn_labels(
-            encoded, c, cfg.churn, refunds=cfg.features.refunds, observed_until=observed_until
-        )
+    for c in cutoffs:
+        feats, labels = rows_at(c)
         frame = feats.join(labels, how="inner")
         frame.insert(0, "cutoff", c)
         frames.append(frame)
-    return _decoded(pd.concat(frames, axis=0), codes, "customers")
-
-
-def _decoded(frame: pd.DataFrame, codes: IdCodes, key: str) -> pd.DataFrame:
-    frame.index = codes.decode(frame.index, key)
-    return frame
+    out = pd.concat(frames, axis=0)
+    out.index = codes.decode(out.index, key)
+    return out
 
 
 def build_lead_training_set(
@@ -202,14 +211,12 @@ def build_lead_training_set(
     if data.leads is None:
         raise ValueError("lead training needs the leads table")
     encoded, codes = encode_ids(_lead_tables(data))
-    frames = []
-    for c in _cutoffs(last_cutoff, cfg, n_cutoffs, step_days):
-        feats = _lead_feature_table(encoded, c, cfg)
+
+    def rows_at(c: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
         labels = lead_labels(encoded.leads, c, cfg.leads, observed_until=observed_until)
-        frame = feats.join(labels, how="inner")
-        frame.insert(0, "cutoff", c)
-        frames.append(frame)
-    return _decoded(pd.concat(frames, axis=0), codes, "leads")
+        return _lead_feature_table(encoded, c, cfg), labels
+
+    return _stacked(_cutoffs(last_cutoff, cfg, n_cutoffs, step_days), rows_at, codes, "leads")
 
 
 def write_feature_table(df: pd.DataFrame, path: str | Path) -> Path:
