@@ -130,7 +130,7 @@ def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, floa
     from crmscore.validation import load_validated, write_quarantine
 
     start = time.perf_counter()
-    data, report = load_validated(cfg, as_of=as_of)
+    data, report = load_validated(cfg, as_of=as_of, for_scoring=True)
     write_quarantine(report, cfg.data.quarantine.folder)
     t_read = time.perf_counter() - start
     if not report.usable:

@@ -248,20 +248,23 @@ def _print_report(report) -> None:
         out.print("[bold red]the data is unusable[/]")
 
 
-def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path):
-    """Read and validate the configured source, write the quarantine; return (data, report)."""
+def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path, *, for_scoring: bool = False):
+    """Read and validate the configured source, write the quarantine; return (data, report).
+
+    ``for_scoring`` reads only the leads a scoring run can use (see ``load_validated``).
+    """
     from crmscore.validation import load_validated, write_quarantine
 
     with stage("reading and validating the CRM data"):
-        data, report = load_validated(cfg, as_of=as_of)
+        data, report = load_validated(cfg, as_of=as_of, for_scoring=for_scoring)
     write_quarantine(report, quarantine_dir)
     return data, report
 
 
-def _validated(cfg: Config, day: date):
+def _validated(cfg: Config, day: date, *, for_scoring: bool = False):
     """Read and validate as of ``day``; print the report and exit 3 when unusable."""
     try:
-        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder)
+        data, rep = run_validate(cfg, day, cfg.data.quarantine.folder, for_scoring=for_scoring)
     except FileNotFoundError as exc:
         _fail(str(exc), EXIT_INVALID_DATA)
     if not rep.usable:
@@ -578,7 +581,7 @@ def score(
     day = _parse_day(as_of, "--as-of")
     if day is None:
         _fail("give --as-of: the scoring day (crmscore never assumes 'now')", EXIT_USAGE)
-    data, report = _validated(cfg, day)
+    data, report = _validated(cfg, day, for_scoring=True)
     run_score_command(cfg, day, data, output, worklist_dir, write_back, report)
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "ValidationReport",
     "load_raw_tables",
     "load_validated",
+    "score_lead_scope",
     "validate_tables",
     "write_quarantine",
 ]
@@ -867,8 +868,38 @@ def _validate_all(
     return data, report
 
 
-def load_raw_tables(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """Read every table present at the configured source (CRM store or folder)."""
+def score_lead_scope(cfg: Config, as_of: date | str | pd.Timestamp) -> Any:
+    """The :class:`crmscore.io.crm.LeadScope` of a scoring run at ``as_of``, or ``None``.
+
+    Scoring uses the leads open at the cutoff whose conversion window is still running
+    (:func:`crmscore.pipelines.features.build_lead_features`): created at or after
+    ``cutoff_end - leads.conversion_window_days`` and not converted before ``cutoff_end``.
+    The scope reads those with one day of margin on each bound. ``None`` (read every lead)
+    with ``leads.include_stale`` or a ``leads.label_column``, which score every open lead.
+    """
+    from crmscore.io.crm import LeadScope
+
+    lc = cfg.leads
+    if lc.include_stale or lc.label_column is not None:
+        return None
+    end = cutoff_end(as_of)
+    margin = pd.Timedelta(days=1)
+    return LeadScope(
+        created_since=(end - pd.Timedelta(days=lc.conversion_window_days) - margin).to_pydatetime(),
+        open_since=(end - margin).to_pydatetime(),
+        leads_columns=cfg.data.column_map("leads"),
+        activities_columns=cfg.data.column_map("lead_activities"),
+    )
+
+
+def load_raw_tables(
+    cfg: Config, lead_scope: Any = None, notes: list[str] | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Read every table present at the configured source (CRM store or folder).
+
+    ``lead_scope`` (:func:`score_lead_scope`) limits the leads and activities read from a
+    PostgreSQL store; ``notes`` receives what it left unread.
+    """
     names = {t: cfg.data.table_name(t) for t in SCHEMAS}
     if cfg.data.source == "folder":
         from crmscore.io.files import read_folder
@@ -878,18 +909,31 @@ def load_raw_tables(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, str
 
     engine = create_engine(cfg.data.resolved_crm_url())
     try:
-        return read_sql_tables(engine, names, cfg.data.db_schema)
+        return read_sql_tables(engine, names, cfg.data.db_schema, lead_scope=lead_scope, notes=notes)
     finally:
         engine.dispose()
 
 
 def load_validated(
-    cfg: Config, as_of: date | str | pd.Timestamp | None = None, now: datetime | pd.Timestamp | None = None
+    cfg: Config,
+    as_of: date | str | pd.Timestamp | None = None,
+    now: datetime | pd.Timestamp | None = None,
+    *,
+    for_scoring: bool = False,
 ) -> tuple[CRMData, ValidationReport]:
-    """Read the configured source and validate it (see :func:`validate_tables`)."""
-    raw, errors = load_raw_tables(cfg)
+    """Read the configured source and validate it (see :func:`validate_tables`).
+
+    With ``for_scoring`` (and ``as_of``), a PostgreSQL store is read in the scope of a
+    scoring run (:func:`score_lead_scope`): only the leads that can be scored and their
+    activities. What was not read is counted in ``report.notes``.
+    """
+    notes: list[str] = []
+    scope = score_lead_scope(cfg, as_of) if for_scoring and as_of is not None else None
+    raw, errors = load_raw_tables(cfg, lead_scope=scope, notes=notes)
     # The raw tables are ours alone: each is released as soon as it is validated.
-    return _validate_all(raw, cfg, as_of, now, errors, consume=True)
+    data, report = _validate_all(raw, cfg, as_of, now, errors, consume=True)
+    report.notes.extend(notes)
+    return data, report
 
 
 def write_quarantine(report: ValidationReport, folder: str | Path) -> list[Path]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ import sqlalchemy as sa
 
 from crmscore.config import redact_url, validate_identifier
 
-__all__ = ["create_engine", "read_sql_tables", "to_arrow", "write_sql_tables"]
+__all__ = ["LeadScope", "create_engine", "read_sql_tables", "to_arrow", "write_sql_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,69 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(parsed)
 
 
+@dataclass(frozen=True)
+class LeadScope:
+    """The leads (and their activities) a scoring run reads, instead of the whole tables.
+
+    Scoring uses only the leads that may still be open, with their conversion window
+    running, at the cutoff. On PostgreSQL, :func:`read_sql_tables` then reads every row of
+    each ``lead_id`` that has at least one row with ``created_at >= created_since`` and
+    ``converted_at`` missing or ``>= open_since``, and the activities of those ids only. All
+    rows of an id in scope are read, so validation (duplicates, conflicts) treats those
+    leads exactly as on the whole table. The rows not read are counted in ``notes``.
+
+    Parameters
+    ----------
+    created_since, open_since : datetime
+        Timezone-aware bounds; callers choose them with a margin (a superset of the rows
+        used is read: the feature code applies the exact rule).
+    leads_columns : mapping
+        Canonical → source column names of ``leads`` (``data.tables.leads.columns``).
+    activities_columns : mapping
+        Canonical → source column names of ``lead_activities``.
+    """
+
+    created_since: datetime
+    open_since: datetime
+    leads_columns: Mapping[str, str] = field(default_factory=dict)
+    activities_columns: Mapping[str, str] = field(default_factory=dict)
+
+    def statements(self, leads: sa.Table, activities: sa.Table | None) -> dict[str, sa.Select] | str:
+        """``{"leads": select, "lead_activities": select}``, or why the scope cannot be applied."""
+        col = self.leads_columns.get
+        names = {k: col(k, k) for k in ("lead_id", "created_at", "converted_at")}
+        missing = [n for n in names.values() if n not in leads.c]
+        if missing:
+            return f"leads has no column(s) {missing}"
+        for k in ("created_at", "converted_at"):
+            kind = leads.c[names[k]].type
+            if not (isinstance(kind, sa.DateTime) and kind.timezone):
+                return f"leads.{names[k]} is {kind}, not timestamp with time zone"
+        lead_id = leads.c[names["lead_id"]]
+        converted = leads.c[names["converted_at"]]
+        in_scope = (
+            sa.select(lead_id)
+            .where(
+                leads.c[names["created_at"]] >= self.created_since,
+                sa.or_(converted.is_(None), converted >= self.open_since),
+            )
+            .distinct()
+        )
+        out = {"leads": sa.select(leads).where(lead_id.in_(in_scope))}
+        if activities is not None:
+            act_id = self.activities_columns.get("lead_id", "lead_id")
+            if act_id not in activities.c:
+                return f"lead_activities has no column {act_id!r}"
+            out["lead_activities"] = sa.select(activities).where(activities.c[act_id].in_(in_scope))
+        return out
+
+
 def read_sql_tables(
-    engine: sa.Engine, names: dict[str, str], schema: str | None = None
+    engine: sa.Engine,
+    names: dict[str, str],
+    schema: str | None = None,
+    lead_scope: LeadScope | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Read the tables that exist.
 
@@ -55,6 +118,11 @@ def read_sql_tables(
         Canonical table name → table name in the store (validated identifiers).
     schema : str, optional
         Database schema (PostgreSQL), validated.
+    lead_scope : LeadScope, optional
+        Read only the leads and lead activities in this scope (PostgreSQL, with
+        ``timestamptz`` lead dates; elsewhere the whole tables are read, and a note says so).
+    notes : list, optional
+        Receives what the scope left unread (rows per table) or why it was not applied.
 
     Returns
     -------
@@ -69,22 +137,89 @@ def read_sql_tables(
     present = set(inspector.get_table_names(schema=schema))
     tables: dict[str, pd.DataFrame] = {}
     errors: dict[str, str] = {}
+    reflected: dict[str, sa.Table] = {}
     for table, name in names.items():
         validate_identifier(name, f"data.tables.{table}.name")
         if name not in present:
             continue
         try:
-            t = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
-            frame = _read_postgres_copy(engine, t) if engine.dialect.name == "postgresql" else None
-            if frame is None:
-                with engine.connect() as conn:
-                    frame = pd.read_sql_query(sa.select(t), conn)
-            tables[table] = frame
+            reflected[table] = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
         except sa.exc.SQLAlchemyError as exc:
             errors[table] = f"cannot read table {name!r}: {exc.__class__.__name__}: {exc}"
-        else:
-            log.debug("read %s: %d rows", table, len(tables[table]))
+    scoped = _scoped_statements(engine, reflected, lead_scope, notes)
+
+    def read(table: str) -> pd.DataFrame:
+        statement = scoped.get(table, sa.select(reflected[table]))
+        frame = _read_postgres_copy(engine, statement) if engine.dialect.name == "postgresql" else None
+        if frame is None:
+            with engine.connect() as conn:
+                frame = pd.read_sql_query(statement, conn)
+        return frame
+
+    # PostgreSQL: tables are read over _READ_CONNECTIONS connections at once (the server
+    # formats one table while Arrow parses another); other stores one table at a time.
+    workers = _READ_CONNECTIONS if engine.dialect.name == "postgresql" else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {table: pool.submit(read, table) for table in reflected}
+        for table, future in futures.items():
+            try:
+                tables[table] = future.result()
+            except sa.exc.SQLAlchemyError as exc:
+                name = reflected[table].name
+                errors[table] = f"cannot read table {name!r}: {exc.__class__.__name__}: {exc}"
+            else:
+                log.debug("read %s: %d rows", table, len(tables[table]))
+    if scoped:
+        _count_unread(engine, reflected, tables, scoped, notes)
     return tables, errors
+
+
+#: connections reading tables at once from PostgreSQL (measured at 1M customers on 2 cores:
+#: 12.1 s one at a time, 10.6 s with 2, 9.6 s with 3)
+_READ_CONNECTIONS = 3
+
+
+def _scoped_statements(
+    engine: sa.Engine, reflected: dict[str, sa.Table], scope: LeadScope | None, notes: list[str] | None
+) -> dict[str, sa.Select]:
+    """The scoped ``SELECT`` of leads and activities, or ``{}`` (with a note saying why)."""
+    if scope is None or "leads" not in reflected:
+        return {}
+    why = (
+        scope.statements(reflected["leads"], reflected.get("lead_activities"))
+        if engine.dialect.name == "postgresql"
+        else f"the {engine.dialect.name} store has no typed timestamps"
+    )
+    if isinstance(why, dict):
+        return why
+    msg = f"leads: every lead read ({why}); scoring still uses only the leads in scope"
+    log.info(msg)
+    if notes is not None:
+        notes.append(msg)
+    return {}
+
+
+def _count_unread(
+    engine: sa.Engine,
+    reflected: dict[str, sa.Table],
+    tables: dict[str, pd.DataFrame],
+    scoped: dict[str, sa.Select],
+    notes: list[str] | None,
+) -> None:
+    """Count and report the rows a scoped read left out (nothing is left out silently)."""
+    with engine.connect() as conn:
+        for table in scoped:
+            if table not in tables:
+                continue
+            total = conn.execute(sa.select(sa.func.count()).select_from(reflected[table])).scalar_one()
+            msg = (
+                f"{table}: {len(tables[table]):,} of {total:,} rows read; the other "
+                f"{total - len(tables[table]):,} belong to leads out of the scoring scope "
+                "(created before the conversion window of the cutoff, or converted before it)"
+            )
+            log.info(msg)
+            if notes is not None:
+                notes.append(msg)
 
 
 def _arrow_type(col: sa.Column) -> pa.DataType | None:
@@ -129,8 +264,10 @@ def _copy_blocks(copy: Iterable[bytes | memoryview], size: int = _COPY_BLOCK) ->
         yield block
 
 
-def _read_postgres_copy(engine: sa.Engine, table: sa.Table) -> pd.DataFrame | None:
-    """Read ``table`` with ``COPY (SELECT ...) TO STDOUT`` as CSV parsed by Arrow.
+def _read_postgres_copy(engine: sa.Engine, statement: sa.Select) -> pd.DataFrame | None:
+    """Read the rows of ``statement`` (one table's columns) with ``COPY (SELECT ...) TO STDOUT``.
+
+    The CSV is parsed by Arrow.
 
     The stream is cut into blocks at row boundaries; each block is parsed by
     :func:`pyarrow.csv.read_csv` in a worker thread while the next one is received.
@@ -140,11 +277,13 @@ def _read_postgres_copy(engine: sa.Engine, table: sa.Table) -> pd.DataFrame | No
     supported, the table is empty, Arrow cannot parse a value (such as a timestamp
     ``infinity``) or the server refuses the ``COPY``.
     """
-    types = {c.name: _arrow_type(c) for c in table.columns}
+    table = statement.get_final_froms()[0]
+    types = {c.name: _arrow_type(c) for c in statement.selected_columns}
     if not types or any(t is None for t in types.values()):
         log.debug("%s: column types not all supported by the COPY reader", table.name)
         return None
-    select = str(sa.select(table).compile(dialect=engine.dialect))  # identifiers quoted by SQLAlchemy
+    # identifiers quoted by SQLAlchemy; bound values (scope timestamps) inlined as literals
+    select = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     options = {
         "read_options": pa_csv.ReadOptions(column_names=list(types), block_size=1 << 22),
         "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
@@ -171,6 +310,8 @@ def _read_postgres_copy(engine: sa.Engine, table: sa.Table) -> pd.DataFrame | No
                 cur.execute("SET LOCAL TIME ZONE 'UTC'")
                 cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
                 cur.execute("SET LOCAL synchronize_seqscans = off")
+                # room for the scope's semi-join to hash the lead ids in memory (no disk batches)
+                cur.execute("SET LOCAL work_mem = '256MB'")
                 with cur.copy(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)") as copy:
                     for block in _copy_blocks(copy):
                         parts.append(pool.submit(parse, block))
