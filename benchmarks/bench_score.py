@@ -8,13 +8,15 @@ The realistic job reads the CRM from PostgreSQL and writes the scores back to it
    (``crmscore.pipelines.train.train_models``) on a separate, smaller synthetic CRM of
    ``--train-customers`` customers into a temporary MLflow store, so the benchmark does not
    spend ten minutes training;
-2. **the job**, timed stage by stage as ``crmscore score`` runs it: read + validate
-   (``load_validated`` and the quarantine files), resolving the champions, features, churn
-   probabilities, CLV with its bootstrap interval, churn reasons (top ``scoring.explain_top_n``
-   by value at risk + the worklist), open-lead features, lead scores, lead reasons (grades
-   A and B), assembly of the score rows (with the previous scores for the trend), the write-back
-   (one transaction; its own stages are printed below it) and the worklist files. Each stage
-   prints its seconds and rows per second (``ScoreRun.timings``);
+2. **the job**, timed stage by stage as ``crmscore score`` runs it:
+   - read + validate (``load_validated(for_scoring=True)``: only the leads in the scoring
+     scope and their activities, with the rows left unread printed; and the quarantine files);
+   - resolving the champions, features, churn probabilities, CLV with its bootstrap interval;
+   - churn reasons (top ``scoring.explain_top_n`` by value at risk + the worklist);
+   - open-lead features, lead scores, lead reasons (grades A and B);
+   - assembly of the score rows (with the previous scores for the trend), the write-back (one
+     transaction; its own stages are printed below it) and the worklist files.
+   Each stage prints its seconds and rows per second (``ScoreRun.timings``);
 3. **a replay** of the same run: everything is recomputed, the write-back finds the run
    already written and changes nothing;
 4. **baselines measured in the same run**: the plain LightGBM churn prediction of every
@@ -136,6 +138,9 @@ def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, floa
     if not report.usable:
         raise SystemExit(f"the synthetic CRM is unusable: {report.problems}")
     n_input = sum(len(df) for df in data.tables().values())
+    for note in report.notes:  # what the scoped read of the leads left unread
+        if "rows read" in note or "every lead read" in note:
+            print(f"  read scope: {note}")
     run = run_score(data, as_of, cfg, worklist_dir=root / "reports", input_digest=report.input_digest)
     return run, {"read_validate": t_read, **run.timings}, n_input
 
