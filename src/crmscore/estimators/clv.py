@@ -1180,27 +1180,23 @@ class ClvModel(BaseEstimator):
             prm = dict(zip(BGNBD_PARAMS, bg_draws[i], strict=True))
             ds[i], gh[i] = _discounted_sums(prm, px, pT, H, L, self.discount_rate_annual)
 
-        # Chunks are laid out (rows, draws), C-ordered, so each row's quantile reads one
-        # contiguous run of draws (measured 1.6x faster than the (draws, rows) layout; the
-        # elementwise arithmetic is the same, so the values are identical).
-        r, al, a, b = (bg_draws[None, :, k] for k in range(4))
-        p, q, v = (gg_draws[None, :, k] for k in range(3))
+        r, al, a, b = (bg_draws[:, [k]] for k in range(4))
+        p, q, v = (gg_draws[:, [k]] for k in range(3))
         n = len(ux)
         out = np.empty((4, n))
 
         def chunk(sl: slice) -> None:
-            cx, ctx, cT, cxs = ux[sl, None], utx[sl, None], uT[sl, None], uxs[sl, None]
+            cx, ctx, cT = ux[sl], utx[sl], uT[sl]
             pa = _p_alive(r, al, a, b, cx, ctx, cT)
-            ep = pa * gh_rows[pinv[sl]]
-            wgt = p * cxs / (p * cxs + q - 1)
-            spend = (1 - wgt) * (v * p / (q - 1)) + wgt * um[sl, None]
-            clv = spend * pa * ds_rows[pinv[sl]]
-            out[0:2, sl] = np.quantile(ep, qs, axis=1)
-            out[2:4, sl] = np.quantile(clv, qs, axis=1)
+            ep = pa * gh[:, pinv[sl]]
+            wgt = p * uxs[sl] / (p * uxs[sl] + q - 1)
+            spend = (1 - wgt) * (v * p / (q - 1)) + wgt * um[sl]
+            clv = spend * pa * ds[:, pinv[sl]]
+            out[0:2, sl] = np.quantile(ep, qs, axis=0)
+            out[2:4, sl] = np.quantile(clv, qs, axis=0)
 
         slices = [slice(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
         _run_in_threads(draw, range(B), n_jobs)  # draws first: the chunks read ds and gh
-        ds_rows, gh_rows = np.ascontiguousarray(ds.T), np.ascontiguousarray(gh.T)
         _run_in_threads(chunk, slices, n_jobs)
         res = out[:, inv]
         return pd.DataFrame(
