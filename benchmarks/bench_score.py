@@ -138,9 +138,8 @@ def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, floa
     if not report.usable:
         raise SystemExit(f"the synthetic CRM is unusable: {report.problems}")
     n_input = sum(len(df) for df in data.tables().values())
-    for note in report.notes:  # what the scoped read of the leads left unread
-        if "rows read" in note or "every lead read" in note:
-            print(f"  read scope: {note}")
+    for note in report.notes:  # among them what the scoped read of the leads left unread
+        print(f"  note: {note}")
     run = run_score(data, as_of, cfg, worklist_dir=root / "reports", input_digest=report.input_digest)
     return run, {"read_validate": t_read, **run.timings}, n_input
 

@@ -108,6 +108,17 @@ def test_sqlite_reads_every_lead_and_says_so(tmp_path, monkeypatch):
     assert any("every lead read" in n and "sqlite" in n for n in report.notes), report.notes
 
 
+def test_folder_reads_every_lead_and_says_so(tmp_path):
+    from crmscore.io.files import write_folder
+
+    write_folder(_crm(), tmp_path / "crm", "parquet")
+    cfg = config_from_mapping({"data": {"source": "folder", "folder": str(tmp_path / "crm")}})
+    full, _ = load_validated(cfg, as_of=AS_OF)
+    part, report = load_validated(cfg, as_of=AS_OF, for_scoring=True)
+    assert len(part.leads) == len(full.leads)
+    assert any("every lead read (files are read whole)" in n for n in report.notes), report.notes
+
+
 def test_no_scope_when_every_open_lead_is_scored():
     assert score_lead_scope(config_from_mapping({"leads": {"include_stale": True}}), AS_OF) is None
     assert score_lead_scope(config_from_mapping({"leads": {"label_column": "won"}}), AS_OF) is None

@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,9 @@ import pyarrow.compute as pc
 from crmscore.config import Config
 from crmscore.features.time import as_of_day, cutoff_end
 from crmscore.schema import EVENT_TIME, SCHEMAS, CRMData, TableSpec
+
+if TYPE_CHECKING:
+    from crmscore.io.crm import LeadScope
 
 __all__ = [
     "Problem",
@@ -868,7 +871,7 @@ def _validate_all(
     return data, report
 
 
-def score_lead_scope(cfg: Config, as_of: date | str | pd.Timestamp) -> Any:
+def score_lead_scope(cfg: Config, as_of: date | str | pd.Timestamp) -> LeadScope | None:
     """The :class:`crmscore.io.crm.LeadScope` of a scoring run at ``as_of``, or ``None``.
 
     Scoring uses the leads open at the cutoff whose conversion window is still running
@@ -893,19 +896,22 @@ def score_lead_scope(cfg: Config, as_of: date | str | pd.Timestamp) -> Any:
 
 
 def load_raw_tables(
-    cfg: Config, lead_scope: Any = None, notes: list[str] | None = None
+    cfg: Config, lead_scope: LeadScope | None = None, notes: list[str] | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Read every table present at the configured source (CRM store or folder).
 
     ``lead_scope`` (:func:`score_lead_scope`) limits the leads and activities read from a
-    PostgreSQL store; ``notes`` receives what it left unread.
+    PostgreSQL store; ``notes`` receives what it left unread, or why it read every lead.
     """
+    from crmscore.io.crm import create_engine, read_sql_tables, unscoped_note
+
     names = {t: cfg.data.table_name(t) for t in SCHEMAS}
     if cfg.data.source == "folder":
         from crmscore.io.files import read_folder
 
+        if lead_scope is not None and notes is not None:
+            notes.append(unscoped_note("files are read whole"))
         return read_folder(cfg.data.folder, names, cfg.data.file_format)
-    from crmscore.io.crm import create_engine, read_sql_tables
 
     engine = create_engine(cfg.data.resolved_crm_url())
     try:

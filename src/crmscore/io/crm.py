@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from crmscore.config import redact_url, validate_identifier
 
-__all__ = ["LeadScope", "create_engine", "read_sql_tables", "to_arrow", "write_sql_tables"]
+__all__ = ["LeadScope", "create_engine", "read_sql_tables", "to_arrow", "unscoped_note", "write_sql_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,11 @@ class LeadScope:
                 return f"lead_activities has no column {act_id!r}"
             out["lead_activities"] = sa.select(activities).where(activities.c[act_id].in_(in_scope))
         return out
+
+
+def unscoped_note(why: str) -> str:
+    """The note of a read that could not apply its :class:`LeadScope` (``why``: the reason)."""
+    return f"leads: every lead read ({why}); scoring still uses only the leads in scope"
 
 
 def read_sql_tables(
@@ -192,7 +197,7 @@ def _scoped_statements(
     )
     if isinstance(why, dict):
         return why
-    msg = f"leads: every lead read ({why}); scoring still uses only the leads in scope"
+    msg = unscoped_note(why)
     log.info(msg)
     if notes is not None:
         notes.append(msg)
