@@ -16,7 +16,11 @@ The realistic job reads the CRM from PostgreSQL and writes the scores back to it
    - open-lead features, lead scores, lead reasons (grades A and B);
    - assembly of the score rows (with the previous scores for the trend), the write-back (one
      transaction; its own stages are printed below it) and the worklist files.
-   Each stage prints its seconds and rows per second (``ScoreRun.timings``);
+   The write-back overlaps the work after the customer rows are assembled: a background thread
+   sends them (then the explained customers' rows, then the leads) while the reasons and the
+   leads are computed, so the write-back row is only the wait at the end and its own stages do
+   not add to the total. Each stage prints its seconds and rows per second
+   (``ScoreRun.timings``), and the job's wall clock is printed beside their sum;
 3. **a replay** of the same run: everything is recomputed, the write-back finds the run
    already written and changes nothing;
 4. **baselines measured in the same run**: the plain LightGBM churn prediction of every
@@ -79,7 +83,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("lead_predict", "lead score + grade", "leads"),
     ("lead_reasons", "lead reasons", "leads_explained"),
     ("assemble", "assemble score rows", "rows"),
-    ("write", "write-back (one transaction)", "rows"),
+    ("write", "write-back: wait at the end", "rows"),
     ("files", "worklist files", ""),
 )
 
@@ -119,15 +123,25 @@ def load_crm(engine: sa.Engine, schema: str, n_customers: int, seed: int) -> dic
     t_gen = time.perf_counter() - start
     write_sql_tables(engine, crm.tables, schema=schema)
     rows = {name: len(df) for name, df in crm.tables.items()}
+    t_write = time.perf_counter() - start - t_gen
+    # a production CRM is vacuumed and analysed: without this, autovacuum of the freshly
+    # bulk-loaded tables and first-read hint-bit writes compete with the timed job
+    start = time.perf_counter()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for name in crm.tables:
+            conn.exec_driver_sql(f'VACUUM (ANALYZE) "{schema}"."{name}"')
     print(
         f"setup: generated {n_customers:,} customers ({sum(rows.values()):,} rows) in {t_gen:.1f} s, "
-        f"written to PostgreSQL in {time.perf_counter() - start - t_gen:.1f} s"
+        f"written to PostgreSQL in {t_write:.1f} s, VACUUM (ANALYZE) in {time.perf_counter() - start:.1f} s"
     )
     return rows
 
 
 def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, float], int]:
-    """``crmscore score`` as the CLI runs it; returns (ScoreRun, stage timings, input rows)."""
+    """``crmscore score`` as the CLI runs it; returns (ScoreRun, stage timings, input rows).
+
+    The timings hold ``wall``, the job's wall clock, besides the stages.
+    """
     from crmscore.pipelines.score import run_score
     from crmscore.validation import load_validated, write_quarantine
 
@@ -141,7 +155,7 @@ def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, floa
     for note in report.notes:  # among them what the scoped read of the leads left unread
         print(f"  note: {note}")
     run = run_score(data, as_of, cfg, worklist_dir=root / "reports", input_digest=report.input_digest)
-    return run, {"read_validate": t_read, **run.timings}, n_input
+    return run, {"read_validate": t_read, **run.timings, "wall": time.perf_counter() - start}, n_input
 
 
 def _counts(run: Any, n_input: int) -> dict[str, int]:
@@ -175,8 +189,11 @@ def print_stages(title: str, timings: dict[str, float], counts: dict[str, int], 
         )
         if key == "write" and written is not None:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in written.timings.items())
-            print(f"      write stages (s): {parts}")
+            print(f"      write stages (s, in the background while the stages above ran): {parts}")
     print(f"  {'total':<32} {total:>8.2f} {counts['customers']:>11,} {counts['customers'] / total:>12,.0f}")
+    if "wall" in timings:
+        print(f"  {'wall clock of the job':<32} {timings['wall']:>8.2f}")
+        total = timings["wall"]
     return total
 
 

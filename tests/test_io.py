@@ -188,9 +188,34 @@ def _read_both(engine, names, schema):
     return copied, plain
 
 
+@pytest.fixture(params=["adbc", "csv"])
+def pg_reader(request, monkeypatch):
+    """Which PostgreSQL reader runs: ADBC (binary COPY, the default) or the COPY CSV fallback.
+
+    Yields the list of tables the ADBC reader returned a frame for (empty for ``csv``).
+    """
+    import crmscore.io.crm as crm
+
+    used: list[str] = []
+    if request.param == "csv":
+        monkeypatch.setattr(crm, "_read_postgres_adbc", lambda *a, **k: None)
+    else:
+        real = crm._read_postgres_adbc
+
+        def spy(engine, statement, types):
+            frame = real(engine, statement, types)
+            if frame is not None:
+                used.append(statement.get_final_froms()[0].name)
+            return frame
+
+        monkeypatch.setattr(crm, "_read_postgres_adbc", spy)
+    yield request.param, used
+
+
 @pytest.mark.postgres
-def test_postgres_copy_reader_matches_read_sql_query(pg_engine, pg_schema):
-    """NULLs, empty strings, offsets, zero-padded text ids, odd names: same frames, same validation."""
+def test_postgres_copy_reader_matches_read_sql_query(pg_engine, pg_schema, pg_reader):
+    """NULLs, empty strings, offsets, zero-padded text ids, odd names: same frames, same validation
+    (the ADBC reader and the COPY CSV one alike)."""
     with pg_engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -232,6 +257,8 @@ def test_postgres_copy_reader_matches_read_sql_query(pg_engine, pg_schema):
             )
         )  # empty table
     copied, plain = _read_both(pg_engine, NAMES, pg_schema)
+    reader, used = pg_reader
+    assert sorted(used) == (["customers", "transactions"] if reader == "adbc" else [])
     for name in NAMES:
         pd.testing.assert_frame_equal(copied[name], plain[name], check_exact=True)
     assert copied["customers"]["customer_id"].tolist()[:3] == ["007", " 42 ", "C3"]
@@ -249,8 +276,8 @@ def test_postgres_copy_reader_matches_read_sql_query(pg_engine, pg_schema):
 
 
 @pytest.mark.postgres
-def test_postgres_copy_reader_falls_back_for_other_types(pg_engine, pg_schema):
-    """Types without an exact CSV mapping (numeric, date) and unparsable values read as before."""
+def test_postgres_copy_reader_falls_back_for_other_types(pg_engine, pg_schema, pg_reader):
+    """Types without an exact Arrow mapping (numeric, date) and 'infinity' timestamps read as before."""
     with pg_engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -272,10 +299,11 @@ def test_postgres_copy_reader_falls_back_for_other_types(pg_engine, pg_schema):
         )
     copied, plain = _read_both(pg_engine, {"customers": "customers"}, pg_schema)
     pd.testing.assert_frame_equal(copied["customers"], plain["customers"], check_exact=True)
-    # 'infinity' cannot be parsed by Arrow: the plain path runs and reports its error, as before.
+    # 'infinity' has no Arrow timestamp: the plain path runs and reports its error, as before.
     tables, errors = read_sql_tables(pg_engine, {"transactions": "transactions"}, schema=pg_schema)
     assert "transactions" not in tables
     assert "infinity" in errors["transactions"]
+    assert pg_reader[1] == []  # neither table was taken from ADBC
 
 
 @pytest.mark.postgres

@@ -111,7 +111,7 @@ def test_cli_scores_every_customer_and_writes_outputs(trained, env, monkeypatch,
 
 
 def test_written_score_equals_the_registered_pyfunc(trained, env):
-    from crmscore.pipelines.features import build_feature_table
+    from crmscore.pipelines.features import build_feature_table, build_lead_features
     from crmscore.tracking import TrackingSession, load_pyfunc, prepare_input
 
     root, params, _ = trained
@@ -121,9 +121,19 @@ def test_written_score_equals_the_registered_pyfunc(trained, env):
     with TrackingSession(cfg.tracking):
         model = load_pyfunc(f"models:/{cfg.tracking.registered_names.churn}@champion")
         expected = model.predict(prepare_input(model.unwrap_python_model().bundle, features))
+        leads = load_pyfunc(f"models:/{cfg.tracking.registered_names.leads}@champion")
+        lead_features = build_lead_features(data, AS_OF, cfg)
+        lead_expected = leads.predict(prepare_input(leads.unwrap_python_model().bundle, lead_features))
     expected.index = features.index
     got = written.loc[features.index, "churn_probability"].astype(float)
-    np.testing.assert_allclose(got.to_numpy(), expected["churn_probability"].to_numpy(), rtol=0, atol=1e-12)
+    # bit for bit: the pipeline scores with the bundle the pyfunc's predict calls
+    np.testing.assert_array_equal(got.to_numpy(), expected["churn_probability"].to_numpy())
+    written_leads = _tables(cfg)["lead_scores"].set_index("lead_id").loc[lead_features.index]
+    np.testing.assert_array_equal(
+        written_leads["conversion_probability"].astype(float).to_numpy(),
+        lead_expected["conversion_probability"].to_numpy(),
+    )
+    assert (written_leads["lead_grade"].to_numpy() == lead_expected["lead_grade"].to_numpy()).all()
     assert (written["run_id"] == run.run_id).all()
     assert set(written["churn_model_version"].astype(str)) == {str(run.model_versions["churn"]["version"])}
 
@@ -173,6 +183,46 @@ def test_scores_written_to_postgres_match_sqlite(trained, env, pg_engine, pg_sch
     lite = _tables(config_from_mapping(params))["customer_scores"].set_index("customer_id").sort_index()
     np.testing.assert_allclose(pg["churn_probability"].astype(float), lite["churn_probability"].astype(float))
     np.testing.assert_allclose(pg["predicted_clv"].astype(float), lite["predicted_clv"].astype(float))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("where", ["lead scoring", "customer upsert"])
+def test_postgres_failure_while_customer_rows_are_in_flight_writes_nothing(
+    trained, env, pg_engine, pg_schema, monkeypatch, where
+):
+    """On PostgreSQL the customer rows are sent while the leads are scored: a failure of
+    either side after that (the scoring in the caller's thread, the writer's own statements)
+    rolls the whole run back."""
+    import crmscore.io.scores as scores_io
+    import crmscore.pipelines.score as score_mod
+
+    root, params, crm = trained
+    write_sql_tables(pg_engine, crm.tables, schema=pg_schema)
+    monkeypatch.setenv("CRMSCORE_CRM_URL", pg_engine.url.render_as_string(hide_password=False))
+    pg_params = {**params, "data": {**params["data"], "db_schema": pg_schema}}
+    cfg, _, first = _score(pg_params, root)
+    assert "wait" in first.written.timings  # the background writer was used
+    before = _tables(cfg)
+    if where == "lead scoring":
+
+        def failing(*a, **k):
+            raise RuntimeError(f"injected failure in {where}")
+
+        monkeypatch.setattr(score_mod, "_score_leads", failing)
+    else:
+        real = scores_io._upsert_latest
+
+        def failing(conn, kind, hist, latest, params):
+            if kind.name == "customer":
+                raise RuntimeError(f"injected failure in {where}")
+            return real(conn, kind, hist, latest, params)
+
+        monkeypatch.setattr(scores_io, "_upsert_latest", failing)
+    with pytest.raises(RuntimeError, match=f"injected failure in {where}"):
+        _score(pg_params, root, run_id="another-run")
+    after = _tables(cfg)
+    for name in before:
+        pd.testing.assert_frame_equal(before[name], after[name])
 
 
 def _policy_frames(n: int = 1000, seed: int = 0):

@@ -402,3 +402,109 @@ def test_copy_in_batches_round_trips_and_a_failing_batch_writes_nothing(pg_engin
     with pytest.raises(RuntimeError, match="injected"):
         write_scores(pg_engine, run2, cfg=CFG, schema=pg_schema)
     assert_same(got, snapshot(pg_engine, pg_schema))
+
+
+# ScoreWriter: the transaction crmscore score feeds while it computes (background on PostgreSQL)
+
+
+def _held_write(engine, schema, cust, leads, held, *, background=True, before_leads=None):
+    """Customer rows with ``held`` ones deferred, their reasons, then the leads, as run_score does."""
+    with scores_io.ScoreWriter(engine, CFG, schema=schema, background=background) as w:
+        blank = cust.assign(top_reasons=np.where(held, None, cust["top_reasons"]))
+        w.write("customer", blank, cust["customer_id"], defer_reasons=held)
+        w.complete_reasons("customer", cust.loc[held, "top_reasons"].to_numpy(dtype=object))
+        if before_leads is not None:
+            before_leads()
+        w.write("lead", leads, leads["lead_id"])
+    return w.result
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_writer_with_held_back_rows_writes_what_write_scores_writes(store, tmp_path, background):
+    engine, schema = store
+    cust, leads = make_customer_scores(300), make_lead_scores(40)
+    held = (cust["churn_risk"] != "low").to_numpy()  # the rows with reasons come last
+    res = _held_write(engine, schema, cust, leads, held, background=background)
+    assert res.history_inserted == {"customer_score_history": 300, "lead_score_history": 40}
+    assert res.latest_updated == {"customer_scores": 300, "lead_scores": 40}
+    assert ("wait" in res.timings) == background
+    got = snapshot(engine, schema)
+    ref_engine = create_engine(f"sqlite:///{tmp_path / 'ref.sqlite'}")
+    write_scores(ref_engine, cust, leads, cfg=CFG)
+    ref = snapshot(ref_engine, None)
+    ref_engine.dispose()
+    assert_same(got, ref)
+    # a replay through the writer changes nothing
+    again = _held_write(engine, schema, cust, leads, held, background=background)
+    assert again.history_inserted == {"customer_score_history": 0, "lead_score_history": 0}
+    assert_same(snapshot(engine, schema), got)
+
+
+@pytest.mark.parametrize("where", ["caller", "writer"])
+def test_writer_failure_while_rows_are_in_flight_leaves_previous_scores(store, monkeypatch, where):
+    engine, schema = store
+    write_scores(engine, make_customer_scores(150), make_lead_scores(30), cfg=CFG, schema=schema)
+    before = snapshot(engine, schema)
+    cust = make_customer_scores(150, run_id="run-2", as_of="2026-02-28", seed=3)
+    leads = make_lead_scores(30, run_id="run-2", as_of="2026-02-28")
+    held = (cust["churn_risk"] == "high").to_numpy()
+
+    def caller_fails():
+        raise RuntimeError("injected failure in the scoring")
+
+    if where == "writer":
+        real = scores_io._upsert_latest
+
+        def failing(conn, kind, hist, latest, params):
+            if kind.name == "lead":  # customer history and latest written by now
+                raise RuntimeError("injected failure in the writer")
+            return real(conn, kind, hist, latest, params)
+
+        monkeypatch.setattr(scores_io, "_upsert_latest", failing)
+    with pytest.raises(
+        RuntimeError, match=f"injected failure in the {'scoring' if where == 'caller' else 'writer'}"
+    ):
+        _held_write(
+            engine, schema, cust, leads, held, before_leads=caller_fails if where == "caller" else None
+        )
+    assert_same(before, snapshot(engine, schema))
+
+
+def test_writer_refuses_held_rows_never_completed_and_bad_reasons(store):
+    engine, schema = store
+    cust = make_customer_scores(50)
+    held = np.zeros(len(cust), dtype=bool)
+    held[:5] = True
+    with (
+        pytest.raises(RuntimeError, match="never completed"),
+        scores_io.ScoreWriter(engine, CFG, schema=schema) as w,
+    ):
+        w.write("customer", cust, defer_reasons=held)
+    with (
+        pytest.raises(ScoreValidationError, match="text or None"),
+        scores_io.ScoreWriter(engine, CFG, schema=schema) as w,
+    ):
+        w.write("customer", cust, defer_reasons=held)
+        w.complete_reasons("customer", [1, 2, 3, 4, 5])
+    with (
+        pytest.raises(ValueError, match="4 reasons for 5"),
+        scores_io.ScoreWriter(engine, CFG, schema=schema) as w,
+    ):
+        w.write("customer", cust, defer_reasons=held)
+        w.complete_reasons("customer", [None] * 4)
+    assert read_scores(engine, CFG, schema=schema).empty
+
+
+def test_writer_checks_each_frame_before_sending_it(store):
+    engine, schema = store
+    write_scores(engine, make_customer_scores(100), cfg=CFG, schema=schema)
+    before = snapshot(engine, schema)
+    bad = make_customer_scores(100, run_id="run-2", as_of="2026-02-28")
+    bad.loc[3, "churn_probability"] = 1.5
+    with (
+        pytest.raises(ScoreValidationError, match="churn_probability"),
+        scores_io.ScoreWriter(engine, CFG, schema=schema) as w,
+    ):
+        w.write("lead", make_lead_scores(20, run_id="run-2", as_of="2026-02-28"))
+        w.write("customer", bad)  # refused in the caller's thread; the leads are rolled back
+    assert_same(before, snapshot(engine, schema))

