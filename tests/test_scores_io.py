@@ -508,3 +508,19 @@ def test_writer_checks_each_frame_before_sending_it(store):
         w.write("lead", make_lead_scores(20, run_id="run-2", as_of="2026-02-28"))
         w.write("customer", bad)  # refused in the caller's thread; the leads are rolled back
     assert_same(before, snapshot(engine, schema))
+
+
+def test_writer_that_fails_to_begin_releases_its_connection(store, monkeypatch):
+    """A failure while entering (here the table check) rolls back and closes at once: the
+    next writer gets the lock instead of waiting for a transaction left open."""
+    engine, schema = store
+
+    def refuse(*a, **k):
+        raise ScoreTableError("injected: existing table without the columns")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(scores_io, "_check_existing", refuse)
+        with pytest.raises(ScoreTableError, match="injected"):
+            write_scores(engine, make_customer_scores(20), cfg=CFG, schema=schema)
+    write_scores(engine, make_customer_scores(20), cfg=CFG, schema=schema)  # would wait forever
+    assert len(read_scores(engine, CFG, schema=schema)) == 20

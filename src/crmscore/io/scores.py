@@ -476,7 +476,11 @@ class ScoreWriter:
 
     def __enter__(self) -> ScoreWriter:
         log.info("writing scores to %s (one transaction)", redact_url(str(self.engine.url)))
-        self._submit(self._begin)
+        try:
+            self._submit(self._begin)
+        except BaseException:
+            self._close()  # __exit__ is not called when __enter__ raises: release the lock here
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
