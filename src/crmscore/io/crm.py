@@ -378,9 +378,8 @@ def _read_postgres_copy(engine: sa.Engine, statement: sa.Select) -> pd.DataFrame
     ``infinity``) or the server refuses the ``COPY``.
     """
     table = statement.get_final_froms()[0]
-    types = {c.name: _arrow_type(c) for c in statement.selected_columns}
-    if not types or any(t is None for t in types.values()):
-        log.debug("%s: column types not all supported by the COPY reader", table.name)
+    types = _column_types(statement)
+    if types is None:
         return None
     # identifiers quoted by SQLAlchemy; bound values (scope timestamps) inlined as literals
     select = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))

@@ -469,6 +469,7 @@ class ScoreWriter:
         self._tx: sa.RootTransaction | None = None
         self._error: BaseException | None = None
         self._abandoned = False  # the caller's block raised: queued statements are skipped
+        self._given: set[str] = set()  # kinds passed to write(), in the caller's thread
         self._held: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
         self._run: dict[str, tuple[sa.Table, sa.Table, dict[str, Any]] | None] = {}
 
@@ -538,8 +539,9 @@ class ScoreWriter:
             A check failed: nothing of the run is written.
         """
         spec = _KINDS[kind]
-        if kind in self._run or kind in self._held:
+        if kind in self._given:
             raise ValueError(f"{kind} scores were already given to this writer")
+        self._given.add(kind)
         if not checked:
             with _timed(self.result.timings, "validate"):
                 _check(spec, scores, expected_ids, self.cfg)
