@@ -279,14 +279,16 @@ def _read_postgres(engine: sa.Engine, statement: sa.Select) -> pd.DataFrame | No
     if types is None:
         return None
     frame = _read_postgres_adbc(engine, statement, types)
-    return frame if frame is not None else _read_postgres_copy(engine, statement)
+    return frame if frame is not None else _read_postgres_copy(engine, statement, types)
 
 
 def _column_types(statement: sa.Select) -> dict[str, pa.DataType] | None:
     """Arrow type of each selected column (:func:`_arrow_type`); None if one is unsupported."""
     types = {c.name: _arrow_type(c) for c in statement.selected_columns}
     if not types or any(t is None for t in types.values()):
-        log.debug("%s: column types not all supported by the Arrow readers", statement.get_final_froms()[0])
+        log.debug(
+            "%s: column types not all supported by the Arrow readers", statement.get_final_froms()[0].name
+        )
         return None
     return types  # type: ignore[return-value]
 
@@ -364,7 +366,9 @@ def _has_infinite_timestamps(arrow: pa.Table) -> bool:
     return False
 
 
-def _read_postgres_copy(engine: sa.Engine, statement: sa.Select) -> pd.DataFrame | None:
+def _read_postgres_copy(
+    engine: sa.Engine, statement: sa.Select, types: Mapping[str, pa.DataType]
+) -> pd.DataFrame | None:
     """Read the rows of ``statement`` (one table's columns) with ``COPY (SELECT ...) TO STDOUT``.
 
     The CSV is parsed by Arrow.
@@ -373,14 +377,11 @@ def _read_postgres_copy(engine: sa.Engine, statement: sa.Select) -> pd.DataFrame
     :func:`pyarrow.csv.read_csv` in a worker thread while the next one is received.
 
     Returns ``None`` (the caller falls back to ``pandas.read_sql_query``, which then gives
-    the same frame or reports the same error as before) when a column type is not
-    supported, the table is empty, Arrow cannot parse a value (such as a timestamp
-    ``infinity``) or the server refuses the ``COPY``.
+    the same frame or reports the same error as before) when the table is empty, Arrow
+    cannot parse a value (such as a timestamp ``infinity``) or the server refuses the
+    ``COPY``. ``types``: :func:`_column_types` of ``statement``.
     """
     table = statement.get_final_froms()[0]
-    types = _column_types(statement)
-    if types is None:
-        return None
     # identifiers quoted by SQLAlchemy; bound values (scope timestamps) inlined as literals
     select = str(statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     options = {
