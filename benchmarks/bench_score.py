@@ -21,9 +21,13 @@ The realistic job reads the CRM from PostgreSQL and writes the scores back to it
    leads are computed, so the write-back row is only the wait at the end and its own stages do
    not add to the total. Each stage prints its seconds and rows per second
    (``ScoreRun.timings``), and the job's wall clock is printed beside their sum;
-3. **a replay** of the same run: everything is recomputed, the write-back finds the run
+3. **the next scheduled run**, ``--next-days`` later on the same CRM (``--next-days 0`` skips
+   it): the daily case, where every customer's latest row is replaced (the upsert updates
+   instead of inserting), the history holds the earlier run and the trend is computed against
+   it (the previous scores read from the latest-score table);
+4. **a replay** of the first run: everything is recomputed, the write-back finds the run
    already written and changes nothing;
-4. **baselines measured in the same run**: the plain LightGBM churn prediction of every
+5. **baselines measured in the same run**: the plain LightGBM churn prediction of every
    customer (the floor of the churn stage), the old reasons policy (every high and medium
    risk customer) estimated from the measured per-row cost of contributions + reasons on a
    sample of those customers, and pandas ``to_sql(method="multi")`` of a sample of the same
@@ -34,7 +38,7 @@ Usage::
     .venv/bin/python benchmarks/bench_score.py                         # 1,000,000 customers
     .venv/bin/python benchmarks/bench_score.py --customers 200000 --train-customers 50000
         [--pg-url URL] [--as-of 2025-12-31] [--seed 42] [--workdir DIR] [--keep]
-        [--no-replay] [--baseline-rows 20000] [--sample-rows 2000]
+        [--next-days 7] [--no-replay] [--baseline-rows 20000] [--sample-rows 2000]
 
 The PostgreSQL URL defaults to ``CRMSCORE_TEST_PG_URL`` or the local ``test`` database; the
 schema ``bench_score_<random>`` is created and dropped at the end (``--keep`` keeps it and the
@@ -55,7 +59,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +285,9 @@ def main() -> None:
     )
     ap.add_argument("--workdir", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the schema and the work folder")
+    ap.add_argument(
+        "--next-days", type=int, default=7, help="days to the next scheduled run (0: no next run)"
+    )
     ap.add_argument("--no-replay", dest="replay", action="store_false")
     ap.add_argument("--baseline-rows", type=int, default=20_000, help="rows of the to_sql baseline")
     ap.add_argument("--sample-rows", type=int, default=2_000, help="rows of the reasons-cost sample")
@@ -310,6 +317,17 @@ def main() -> None:
             timings, counts, run.written,
         )  # fmt: skip
         print(f"  → {total:.1f} s end to end (target ≤ 60 s at 1M customers on 2 cores)")
+        if args.next_days > 0:
+            later = args.as_of + timedelta(days=args.next_days)
+            nxt, t_next, n_next = score_job(cfg, later, root)
+            c_next = _counts(nxt, n_next)
+            total = print_stages(
+                f"next scheduled run, as of {later} ({c_next['customers']:,} customers, "
+                f"{c_next['leads']:,} open leads; every latest row replaced, trend against the first run)",
+                t_next, c_next, nxt.written,
+            )  # fmt: skip
+            trend = nxt.customer_scores["trend"].value_counts().to_dict()
+            print(f"  → {total:.1f} s end to end; trend {trend}")
         if args.replay:
             store: dict[str, pd.DataFrame] = {}
             real = _spy_features(store)

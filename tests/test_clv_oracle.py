@@ -414,3 +414,32 @@ def test_prediction_intervals_do_not_depend_on_threads(model: ClvModel, summary:
     two = model.predict_interval(summary, n_bootstrap=50, n_jobs=2, chunk_size=97)
     pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert one.equals(model.predict_interval(summary, n_bootstrap=50, n_jobs=2))  # nor on chunks
+
+
+@pytest.mark.parametrize("n_draws", [1, 2, 7, 200, 201])
+def test_quantiles_by_sort_equal_numpy_bit_for_bit(n_draws: int) -> None:
+    from crmscore.estimators.clv import _quantiles
+
+    rng = np.random.default_rng(n_draws)
+    for trial in range(12):
+        a = rng.gamma(2.0, size=(n_draws, 250)) * 10.0 ** rng.integers(-3, 5)
+        if trial % 3 == 0:
+            a[rng.random(a.shape) < 0.01] = np.nan
+        if trial % 4 == 0:
+            a[rng.random(a.shape) < 0.01] = np.inf
+        if trial % 5 == 0:
+            a = np.round(a, 1)  # ties
+        for qs in ([0.05, 0.95], [0.5], [0.0, 1.0], [0.025, 0.975], [1 / 3]):
+            with np.errstate(invalid="ignore"):
+                want = np.quantile(a, np.array(qs), axis=0)
+            np.testing.assert_array_equal(_quantiles(a, np.array(qs)), want)
+
+
+def test_prediction_intervals_equal_those_of_np_quantile(
+    model: ClvModel, summary: pd.DataFrame, monkeypatch
+) -> None:
+    import crmscore.estimators.clv as clv
+
+    fast = model.predict_interval(summary, n_bootstrap=60)
+    monkeypatch.setattr(clv, "_quantiles", lambda a, qs: np.quantile(a, qs, axis=0))
+    pd.testing.assert_frame_equal(fast, model.predict_interval(summary, n_bootstrap=60), check_exact=True)

@@ -212,10 +212,10 @@ def test_postgres_failure_while_customer_rows_are_in_flight_writes_nothing(
     else:
         real = scores_io._upsert_latest
 
-        def failing(conn, kind, hist, latest, params):
+        def failing(conn, kind, hist, latest, params, ids=None):
             if kind.name == "customer":
                 raise RuntimeError(f"injected failure in {where}")
-            return real(conn, kind, hist, latest, params)
+            return real(conn, kind, hist, latest, params, ids)
 
         monkeypatch.setattr(scores_io, "_upsert_latest", failing)
     with pytest.raises(RuntimeError, match=f"injected failure in {where}"):

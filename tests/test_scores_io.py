@@ -133,6 +133,10 @@ def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
         pd.testing.assert_frame_equal(a[k], b[k], obj=k)
 
 
+def by_id(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("customer_id").reset_index(drop=True)
+
+
 def as_read(df: pd.DataFrame) -> pd.DataFrame:
     """An assembled frame typed as :func:`read_scores` gives it back."""
     kinds = scores_io.CUSTOMER_SCORE_COLUMNS if "customer_id" in df else scores_io.LEAD_SCORE_COLUMNS
@@ -191,9 +195,75 @@ def test_replay_changes_nothing_and_next_run_updates(store):
     pd.testing.assert_frame_equal(after["lead_scores"], first["lead_scores"])
     # replaying run 2 computes the same trend (its own rows are ignored) and changes nothing
     prev_again = read_previous_scores(engine, CFG, as_of="2026-02-28", run_id="run-2", schema=schema)
-    pd.testing.assert_frame_equal(prev_again.reset_index(drop=True), prev.reset_index(drop=True))
+    # (prev came from the latest table, prev_again from the history: run 2 is the latest)
+    pd.testing.assert_frame_equal(by_id(prev_again), by_id(prev))
     write_scores(engine, run2, None, cfg=CFG, schema=schema)
     assert_same(after, snapshot(engine, schema))
+
+
+def test_previous_scores_from_the_latest_table_are_the_newest_history_rows(store, monkeypatch):
+    """The latest-table path gives what the window over the whole history gives."""
+    engine, schema = store
+    windows: list[str] = []
+    window = scores_io._previous_from_history
+    monkeypatch.setattr(
+        scores_io,
+        "_previous_from_history",
+        lambda e, h, day, run: windows.append(run) or window(e, h, day, run),
+    )
+    history = scores_io.score_tables(CFG, schema)[CFG.customer_history_table]
+
+    def from_history(as_of: str, run: str) -> pd.DataFrame:
+        day = scores_io._day_param(as_of, engine.dialect.name)
+        got = scores_io._previous_from_history(engine, history, day, run)
+        return scores_io._normalise(got, {"customer_id": "id", "as_of": "date", "churn_probability": "float"})
+
+    write_scores(
+        engine, make_customer_scores(100, run_id="r1", as_of="2026-01-31", seed=1), cfg=CFG, schema=schema
+    )
+    # February scores customers 40-149 only: 0-39 keep their January row as the latest
+    feb = make_customer_scores(
+        150, run_id="r2", as_of="2026-02-28", seed=2, scored_at=datetime(2026, 3, 1, tzinfo=UTC)
+    ).iloc[40:]
+    write_scores(engine, feb, cfg=CFG, schema=schema)
+    prev = read_previous_scores(engine, CFG, as_of="2026-03-31", run_id="r3", schema=schema)
+    assert windows == []  # read from the latest table
+    pd.testing.assert_frame_equal(by_id(prev), by_id(from_history("2026-03-31", "r3")))
+    assert len(prev) == 150
+    assert pd.Series(prev["as_of"]).astype(str).value_counts().to_dict() == {
+        "2026-02-28": 110,
+        "2026-01-31": 40,
+    }
+    febs = prev.set_index("customer_id").loc[feb["customer_id"], "churn_probability"]
+    np.testing.assert_array_equal(febs.to_numpy(), feb["churn_probability"].to_numpy())
+    # a backfill of mid-February: the February rows are later, so the history decides
+    back = read_previous_scores(engine, CFG, as_of="2026-02-15", run_id="r0", schema=schema)
+    assert windows[-1] == "r0"  # read from the history
+    pd.testing.assert_frame_equal(by_id(back), by_id(from_history("2026-02-15", "r0")))
+    assert len(back) == 100 and set(pd.Series(back["as_of"]).astype(str)) == {"2026-01-31"}
+
+
+@pytest.mark.postgres
+def test_postgres_latest_tables_leave_room_for_heap_only_updates(pg_engine, pg_schema):
+    """The latest tables are created with a fillfactor (the next run's update stays on the page)."""
+    write_scores(
+        engine := pg_engine, make_customer_scores(50), make_lead_scores(5), cfg=CFG, schema=pg_schema
+    )
+    with engine.connect() as conn:
+        options = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname, c.reloptions FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'r'"
+                ),
+                {"s": pg_schema},
+            ).all()
+        )
+    fill = [f"fillfactor={scores_io.LATEST_FILLFACTOR}"]
+    assert options == {
+        "customer_scores": fill, "lead_scores": fill,
+        "customer_score_history": None, "lead_score_history": None,
+    }  # fmt: skip
 
 
 def test_backfill_of_an_older_as_of_keeps_latest(store):
@@ -257,8 +327,8 @@ _KILL_SCRIPT = textwrap.dedent(
     schema, ready = (sys.argv[1] or None), Path(sys.argv[2])
     real = scores_io._upsert_latest
 
-    def slow(conn, kind, hist, latest, params):
-        n = real(conn, kind, hist, latest, params)
+    def slow(conn, kind, hist, latest, params, ids=None):
+        n = real(conn, kind, hist, latest, params, ids)
         if kind.name == "customer":  # customer history + latest written, leads not yet
             ready.write_text(str(n))
             time.sleep(120)
@@ -438,6 +508,19 @@ def test_writer_with_held_back_rows_writes_what_write_scores_writes(store, tmp_p
     again = _held_write(engine, schema, cust, leads, held, background=background)
     assert again.history_inserted == {"customer_score_history": 0, "lead_score_history": 0}
     assert_same(snapshot(engine, schema), got)
+    # the next run replaces every latest row, the held ones (upserted apart on PostgreSQL) too
+    cust2 = make_customer_scores(300, run_id="run-2", as_of="2026-02-28", seed=4)
+    leads2 = make_lead_scores(40, run_id="run-2", as_of="2026-02-28")
+    held2 = (cust2["churn_risk"] != "low").to_numpy()
+    assert 0 < held2.sum() < len(held2)
+    res2 = _held_write(engine, schema, cust2, leads2, held2, background=background)
+    assert res2.latest_updated == {"customer_scores": 300, "lead_scores": 40}
+    ref_engine = create_engine(f"sqlite:///{tmp_path / 'ref.sqlite'}")
+    write_scores(ref_engine, cust2, leads2, cfg=CFG)
+    ref2 = snapshot(ref_engine, None)
+    ref_engine.dispose()
+    assert_same(snapshot(engine, schema), ref2)
+    assert (ref2["customer_scores"]["run_id"] == "run-2").all()
 
 
 @pytest.mark.parametrize("where", ["caller", "writer"])
@@ -455,10 +538,10 @@ def test_writer_failure_while_rows_are_in_flight_leaves_previous_scores(store, m
     if where == "writer":
         real = scores_io._upsert_latest
 
-        def failing(conn, kind, hist, latest, params):
+        def failing(conn, kind, hist, latest, params, ids=None):
             if kind.name == "lead":  # customer history and latest written by now
                 raise RuntimeError("injected failure in the writer")
-            return real(conn, kind, hist, latest, params)
+            return real(conn, kind, hist, latest, params, ids)
 
         monkeypatch.setattr(scores_io, "_upsert_latest", failing)
     with pytest.raises(

@@ -1150,8 +1150,10 @@ class ClvModel(BaseEstimator):
         ``O(n_bootstrap * n_rows)`` elementwise work on unique ``(x, t_x, T, m)`` rows, chunked
         to bound memory (``chunk_size * n_bootstrap`` floats; 4,000 x 200 keeps each temporary
         in cache: 18 s of CPU at 1M rows against 22.5 s with 20,000), ``n_jobs`` chunks at a time in
-        threads (the results do not depend on ``n_jobs``). Measured: 32 s for one million
-        customers at ``n_bootstrap=200`` with one thread (busy two-core host, 12-month horizon).
+        threads (the results do not depend on ``n_jobs``); the quantiles come from one sort per
+        block (:func:`_quantiles`, the values of ``np.quantile`` at a seventh of its cost).
+        Measured at one million customers, ``n_bootstrap=200``, 12-month horizon: 5.7-6.3 s
+        with two threads on a quiet two-core host, with the point predictions.
 
         Returns
         -------
@@ -1193,8 +1195,8 @@ class ClvModel(BaseEstimator):
             wgt = p * uxs[sl] / (p * uxs[sl] + q - 1)
             spend = (1 - wgt) * (v * p / (q - 1)) + wgt * um[sl]
             clv = spend * pa * ds[:, pinv[sl]]
-            out[0:2, sl] = np.quantile(ep, qs, axis=0)
-            out[2:4, sl] = np.quantile(clv, qs, axis=0)
+            out[0:2, sl] = _quantiles(ep, qs)
+            out[2:4, sl] = _quantiles(clv, qs)
 
         slices = [slice(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
         _run_in_threads(draw, range(B), n_jobs)  # draws first: the chunks read ds and gh
@@ -1271,6 +1273,34 @@ class ClvModel(BaseEstimator):
     def from_json(cls, path: str | Path) -> ClvModel:
         """Load a model written by :meth:`to_json` (no pickle involved)."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _quantiles(a: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(a, qs, axis=0)`` (method ``"linear"``), bit for bit, through one sort.
+
+    ``np.quantile`` partitions along the strided axis 0 of a ``(n_draws, n_rows)`` block,
+    about 7x slower than sorting it (3.2 s against 0.44 s for 1M rows x 200 draws). The
+    order statistics are the same and the interpolation is numpy's own: the virtual index
+    ``(n - 1) * q``, its neighbours clipped to the ends, ``_lerp`` (from the upper neighbour
+    when ``gamma >= 0.5``), NaN wherever a column holds one (NaN sorts last). A test checks
+    the equality on random blocks with NaN, infinities and ties.
+    """
+    n = a.shape[0]
+    s = np.sort(a, axis=0)
+    virtual = (n - 1) * np.asarray(qs, dtype=np.float64)
+    lower = np.floor(virtual)
+    upper = lower + 1
+    lower[virtual >= n - 1] = upper[virtual >= n - 1] = -1  # the last value
+    lower[virtual < 0] = upper[virtual < 0] = 0
+    lo_i, hi_i = lower.astype(np.intp), upper.astype(np.intp)
+    gamma = (virtual - lo_i).reshape(-1, 1)
+    lo, hi = s[lo_i], s[hi_i]
+    with np.errstate(invalid="ignore"):  # inf - inf: the column is then NaN or inf, as numpy gives
+        diff = hi - lo
+        out = lo + diff * gamma
+        np.subtract(hi, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    out[:, np.isnan(s[-1])] = np.nan
+    return out
 
 
 def _discounted_sums(
