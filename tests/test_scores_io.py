@@ -266,6 +266,28 @@ def test_postgres_latest_tables_leave_room_for_heap_only_updates(pg_engine, pg_s
     }  # fmt: skip
 
 
+@pytest.mark.postgres
+def test_postgres_score_writers_wait_for_each_other_per_schema(pg_engine, pg_schema):
+    """The writers' advisory lock is per schema: another schema's writer does not wait."""
+    other = f"{pg_schema}_b"
+    lock = sa.text("SELECT pg_advisory_xact_lock(hashtext('crmscore.scores:' || :s))")
+    impatient = sa.create_engine(pg_engine.url, connect_args={"options": "-c lock_timeout=300"})
+    try:
+        with pg_engine.connect() as holder:  # as a writer of pg_schema inside its transaction
+            holder.execute(lock, {"s": pg_schema})
+            res = write_scores(impatient, make_customer_scores(20), cfg=CFG, schema=other)
+            assert res.latest_updated == {"customer_scores": 20}
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                write_scores(impatient, make_customer_scores(20), cfg=CFG, schema=pg_schema)
+            holder.rollback()
+        assert not sa.inspect(pg_engine).has_table("customer_scores", schema=pg_schema)  # nothing left
+        write_scores(impatient, make_customer_scores(20), cfg=CFG, schema=pg_schema)  # free again
+    finally:
+        impatient.dispose()
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{other}" CASCADE'))
+
+
 def test_backfill_of_an_older_as_of_keeps_latest(store):
     engine, schema = store
     write_scores(engine, make_customer_scores(100, run_id="new", as_of="2026-02-28"), cfg=CFG, schema=schema)

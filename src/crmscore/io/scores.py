@@ -627,8 +627,11 @@ class ScoreWriter:
                 # take the write lock now and make the DDL below part of the transaction
                 self._conn.exec_driver_sql("BEGIN IMMEDIATE")
             elif self.backend == "postgresql":
+                # one lock per schema: writers of the same score tables wait for each other,
+                # those of other schemas (other tenants, test schemas) do not
                 self._conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "crmscore.scores"}
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext('crmscore.scores:' || :s))"),
+                    {"s": self.schema or self._conn.exec_driver_sql("SELECT current_schema()").scalar_one()},
                 )
             ensure_score_tables(self._conn, self.cfg, self.schema)
 
