@@ -57,7 +57,7 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from crmscore.config import ScoringConfig, redact_url, validate_identifier
-from crmscore.io.crm import _iso_utc, to_arrow
+from crmscore.io.crm import _iso_utc, _read_postgres, to_arrow
 from crmscore.scoring import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
@@ -867,8 +867,6 @@ def read_previous_scores(
 
 def _previous_from_latest(engine: sa.Engine, latest: sa.Table, day: Any, run: str) -> pd.DataFrame | None:
     """The latest-score rows, if none is later than ``day`` or of the run ``(run, day)``; else None."""
-    from crmscore.io.crm import _read_postgres
-
     later = sa.or_(latest.c.as_of > day, sa.and_(latest.c.run_id == run, latest.c.as_of == day))
     with engine.connect() as conn:
         n_later = conn.execute(sa.select(sa.func.count()).select_from(latest).where(later)).scalar_one()
