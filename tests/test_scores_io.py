@@ -216,7 +216,7 @@ def test_previous_scores_from_the_latest_table_are_the_newest_history_rows(store
     def from_history(as_of: str, run: str) -> pd.DataFrame:
         day = scores_io._day_param(as_of, engine.dialect.name)
         got = scores_io._previous_from_history(engine, history, day, run)
-        return scores_io._normalise(got, {"customer_id": "id", "as_of": "date", "churn_probability": "float"})
+        return scores_io._normalise(got, scores_io._PREVIOUS_COLUMNS)
 
     write_scores(
         engine, make_customer_scores(100, run_id="r1", as_of="2026-01-31", seed=1), cfg=CFG, schema=schema

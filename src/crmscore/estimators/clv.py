@@ -1290,8 +1290,9 @@ def _quantiles(a: np.ndarray, qs: np.ndarray) -> np.ndarray:
     virtual = (n - 1) * np.asarray(qs, dtype=np.float64)
     lower = np.floor(virtual)
     upper = lower + 1
-    lower[virtual >= n - 1] = upper[virtual >= n - 1] = -1  # the last value
-    lower[virtual < 0] = upper[virtual < 0] = 0
+    last, first = virtual >= n - 1, virtual < 0
+    lower[last] = upper[last] = -1  # the last value
+    lower[first] = upper[first] = 0
     lo_i, hi_i = lower.astype(np.intp), upper.astype(np.intp)
     gamma = (virtual - lo_i).reshape(-1, 1)
     lo, hi = s[lo_i], s[hi_i]

@@ -823,6 +823,10 @@ def read_scores(
     return _normalise(df, kind.columns).reset_index(drop=True)
 
 
+#: columns of :func:`read_previous_scores` and their kinds (:func:`_normalise`)
+_PREVIOUS_COLUMNS = {"customer_id": "id", "as_of": "date", "churn_probability": "float"}
+
+
 def read_previous_scores(
     engine: sa.Engine,
     cfg: ScoringConfig,
@@ -862,7 +866,7 @@ def read_previous_scores(
         df = _previous_from_history(engine, hist, day, run)
     if df.empty:
         return None
-    return _normalise(df, {"customer_id": "id", "as_of": "date", "churn_probability": "float"})
+    return _normalise(df, _PREVIOUS_COLUMNS)
 
 
 def _previous_from_latest(engine: sa.Engine, latest: sa.Table, day: Any, run: str) -> pd.DataFrame | None:
