@@ -1,7 +1,7 @@
 """Benchmark: the lifetimes-equivalent CLV path, crmscore vs lifetimes, in the same run.
 
 summary -> BG/NBD fit -> Gamma-Gamma fit -> 12-month CLV, on random transactions
-(crmscore.synth: ~4.2 purchases per customer over three years), daily periods with time in weeks.
+(crmscore.ingest.synth: ~4.2 purchases per customer over three years), daily periods with time in weeks.
 Prints per-stage times, ratios and the agreement of the numbers.
 
     .venv/bin/python benchmarks/bench_clv.py --customers 1000000
@@ -17,8 +17,8 @@ import pandas as pd
 
 
 def make_transactions(n: int, seed: int) -> tuple[pd.DataFrame, str]:
-    """Purchases (refunds dropped) from crmscore.synth: a true BG/NBD + Gamma-Gamma process."""
-    from crmscore.synth import generate
+    """Purchases (refunds dropped) from crmscore.ingest.synth: a true BG/NBD + Gamma-Gamma process."""
+    from crmscore.ingest.synth import generate
 
     crm = generate(n, seed=seed, leads_per_customer=0.0)
     tx = crm.tables["transactions"]
@@ -54,7 +54,7 @@ def main() -> None:
     from lifetimes import BetaGeoFitter, GammaGammaFitter
     from lifetimes.utils import summary_data_from_transaction_data
 
-    from crmscore.estimators.clv import (
+    from crmscore.estimators.clv.model import (
         ClvModel,
         fit_bgnbd,
         fit_gamma_gamma,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from crmscore import synth
+from crmscore.ingest import synth
 from crmscore.io.crm import create_engine, write_sql_tables
 from crmscore.io.files import write_folder
 

@@ -4,7 +4,7 @@ The realistic job reads the CRM from PostgreSQL and writes the scores back to it
 (``run_score`` writes back only when ``data.source`` is ``crm``), so the benchmark does the same:
 
 1. **setup** (not timed as part of the job): a synthetic CRM of ``--customers`` customers
-   (``crmscore.synth``) is written into a fresh PostgreSQL schema; the three models are trained
+   (``crmscore.ingest.synth``) is written into a fresh PostgreSQL schema; the three models are trained
    (``crmscore.pipelines.train.train_models``) on a separate, smaller synthetic CRM of
    ``--train-customers`` customers into a temporary MLflow store, so the benchmark does not
    spend ten minutes training;
@@ -67,8 +67,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from crmscore import synth
 from crmscore.config import Config, config_from_mapping
+from crmscore.ingest import synth
 from crmscore.io.crm import create_engine, write_sql_tables
 from crmscore.io.files import write_folder
 
@@ -105,8 +105,8 @@ def _params(root: Path, **data: Any) -> dict[str, Any]:
 
 def train(root: Path, n_customers: int, seed: int, as_of: date) -> None:
     """Train and register the three models on a separate synthetic CRM of ``n_customers``."""
+    from crmscore.ingest.validation import load_validated
     from crmscore.pipelines.train import train_models
-    from crmscore.validation import load_validated
 
     start = time.perf_counter()
     crm = synth.generate(n_customers, seed=seed)
@@ -146,8 +146,8 @@ def score_job(cfg: Config, as_of: date, root: Path) -> tuple[Any, dict[str, floa
 
     The timings hold ``wall``, the job's wall clock, besides the stages.
     """
+    from crmscore.ingest.validation import load_validated, write_quarantine
     from crmscore.pipelines.score import run_score
-    from crmscore.validation import load_validated, write_quarantine
 
     start = time.perf_counter()
     data, report = load_validated(cfg, as_of=as_of, for_scoring=True)

@@ -1,6 +1,6 @@
 """Score write-back speed: ``crmscore.io.scores.write_scores`` vs pandas ``to_sql(method="multi")``.
 
-Synthetic customer scores (assembled by ``crmscore.scoring.assemble_customer_scores``) are
+Synthetic customer scores (assembled by ``crmscore.scoring.rows.assemble_customer_scores``) are
 written to PostgreSQL and SQLite. For each store it prints rows/s and the time of each stage
 (validate; prepare = DDL, replay and shrink checks; history = bulk load of the run into the
 history table, ``COPY`` / ``executemany``; upsert = latest rows from the run's history rows;
@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from crmscore.config import ScoringConfig
 from crmscore.io.crm import create_engine
 from crmscore.io.scores import write_scores
-from crmscore.scoring import assemble_customer_scores
+from crmscore.scoring.rows import assemble_customer_scores
 
 REASON = (
     '[{"feature": "recency_days", "label": "Days since last purchase", "value": 120, "direction": '

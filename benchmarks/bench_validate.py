@@ -1,11 +1,11 @@
-"""Ingestion speed: ``crmscore.validation`` on a Parquet (or CSV) folder, table by table.
+"""Ingestion speed: ``crmscore.ingest.validation`` on a Parquet (or CSV) folder, table by table.
 
 For each table it prints the read time, the validation time and rows/s, next to a simple
 baseline measured in the same process on the same frames: the minimal dtype conversion a
 loader without any rules would do (ids and text to Python strings, numbers to float,
 timestamps to UTC). The baseline checks nothing (no quarantine, no duplicates, no parent
 keys, no row accounting), so it is a generous lower bound. The total of
-:func:`crmscore.validation.load_validated` (read + validate) and the peak RSS are printed
+:func:`crmscore.ingest.validation.load_validated` (read + validate) and the peak RSS are printed
 at the end.
 
 Usage::
@@ -25,9 +25,9 @@ import time
 import pandas as pd
 
 from crmscore.config import config_from_mapping
+from crmscore.core.schema import SCHEMAS
+from crmscore.ingest.validation import load_validated, validate_tables
 from crmscore.io.files import read_folder
-from crmscore.schema import SCHEMAS
-from crmscore.validation import load_validated, validate_tables
 
 log = logging.getLogger("bench_validate")
 

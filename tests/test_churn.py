@@ -31,6 +31,8 @@ from scipy.special import expit
 from sklearn.base import clone
 
 from crmscore.config import ChurnConfig, Config
+from crmscore.core.schema import CRMData
+from crmscore.core.time import cutoff_end
 from crmscore.estimators.churn import (
     CalibratedChurnModel,
     FramePreparer,
@@ -45,11 +47,9 @@ from crmscore.estimators.churn import (
     risk_band,
     snapshot_churn_set,
 )
-from crmscore.evaluation import binary_metrics
-from crmscore.features.time import cutoff_end
+from crmscore.evaluation.binary import binary_metrics
+from crmscore.ingest.synth import generate
 from crmscore.pipelines.features import build_churn_training_set
-from crmscore.schema import CRMData
-from crmscore.synth import generate
 
 LAST_CUTOFF = "2025-09-30"
 FAST = {"n_estimators": 100, "num_leaves": 15, "min_child_samples": 50, "n_jobs": 1}

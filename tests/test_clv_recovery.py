@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from crmscore.estimators.clv import BGNBD_PARAMS, GG_PARAMS, ClvModel
+from crmscore.estimators.clv.model import BGNBD_PARAMS, GG_PARAMS, ClvModel
 
-synth = pytest.importorskip("crmscore.synth")
+synth = pytest.importorskip("crmscore.ingest.synth")
 
 N_CUSTOMERS = 100_000
 SEED = 2

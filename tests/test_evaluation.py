@@ -1,4 +1,4 @@
-"""Metric and plot functions of crmscore.evaluation, against sklearn and hand-computed values."""
+"""Metric and plot functions of crmscore.evaluation.binary, against sklearn and hand-computed values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from crmscore import evaluation as ev
+from crmscore.evaluation import binary as ev
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_plots_return_figures_without_pyplot(scored):
 
 def test_import_has_no_side_effects():
     code = (
-        "import sys, crmscore.evaluation, crmscore.estimators.churn, crmscore.estimators.leads, "
+        "import sys, crmscore.evaluation.binary, crmscore.estimators.churn, crmscore.estimators.leads, "
         "crmscore.estimators.reasons; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'; "
         "assert 'lightgbm' not in sys.modules, 'lightgbm imported at import time'"

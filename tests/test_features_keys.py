@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 
 from crmscore.config import Config
-from crmscore.features.keys import decode_index, encode_ids, id_index, isin, sorted_unique
+from crmscore.core.ids import decode_index, encode_ids, id_index, isin, sorted_unique
+from crmscore.core.schema import CRMData
+from crmscore.ingest.synth import generate
 from crmscore.pipelines import features as feature_pipeline
-from crmscore.schema import CRMData
-from crmscore.synth import generate
 
 
 @pytest.fixture(scope="module")
 def crm() -> CRMData:
-    from crmscore.validation import validate_tables
+    from crmscore.ingest.validation import validate_tables
 
     raw = generate(1500, seed=7).tables
     data, report = validate_tables(raw, Config(), as_of="2025-12-31", now="2026-01-01")

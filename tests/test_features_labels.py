@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ChurnConfig, Config, LeadsConfig
+from crmscore.core.schema import CRMData
 from crmscore.features.labels import churn_labels, lead_labels
 from crmscore.pipelines.features import (
     build_churn_training_set,
@@ -14,7 +15,6 @@ from crmscore.pipelines.features import (
     build_lead_training_set,
     write_feature_table,
 )
-from crmscore.schema import CRMData
 
 AS_OF = "2024-03-31"
 

@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from crmscore.config import config_from_mapping
+from crmscore.ingest.validation import load_validated, validate_tables
 from crmscore.io.crm import create_engine, read_sql_tables, write_sql_tables
 from crmscore.io.files import find_table_file, read_folder, write_folder
-from crmscore.validation import load_validated, validate_tables
 
 NAMES = {t: t for t in ("customers", "transactions", "support_tickets")}
 

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ReportConfig
-from crmscore.kpis import (
+from crmscore.core.schema import CRMData
+from crmscore.reporting.kpis import (
     Period,
     active_customers,
     arpu,
@@ -44,7 +45,6 @@ from crmscore.kpis import (
     rfm_segments,
     top_customer_revenue_share,
 )
-from crmscore.schema import CRMData
 
 AS_OF = "2025-03-31"
 MARCH = Period.containing("2025-03-15")

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from crmscore import synth
 from crmscore.config import config_from_mapping
+from crmscore.ingest import synth
+from crmscore.ingest.validation import load_validated, score_lead_scope
 from crmscore.io.crm import LeadScope, create_engine, write_sql_tables
 from crmscore.pipelines.features import build_lead_features
-from crmscore.validation import load_validated, score_lead_scope
 
 AS_OF = date(2025, 12, 31)
 

@@ -26,13 +26,13 @@ import pytest
 from scipy import stats
 
 from crmscore.config import Config, LeadsConfig
+from crmscore.core.schema import CRMData
+from crmscore.core.time import cutoff_end
 from crmscore.estimators.churn import TooFewPositivesError, WindowOverlapError
 from crmscore.estimators.leads import LeadScoringModel, evaluate_leads, lead_grade, lead_score
-from crmscore.evaluation import binary_metrics
-from crmscore.features.time import cutoff_end
+from crmscore.evaluation.binary import binary_metrics
+from crmscore.ingest.synth import generate
 from crmscore.pipelines.features import build_lead_training_set
-from crmscore.schema import CRMData
-from crmscore.synth import generate
 
 LAST_CUTOFF = "2025-09-30"
 FAST = {"n_estimators": 150, "num_leaves": 7, "min_child_samples": 50, "n_jobs": 1}

@@ -11,10 +11,17 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ChurnConfig, Config, ReportConfig
-from crmscore.kpis import compute_kpis
-from crmscore.report import SECTIONS, FigureBlock, TableBlock, _fit_clv_at, build_report, write_report
-from crmscore.schema import CRMData
-from crmscore.synth import generate
+from crmscore.core.schema import CRMData
+from crmscore.ingest.synth import generate
+from crmscore.reporting.content import (
+    SECTIONS,
+    FigureBlock,
+    TableBlock,
+    _fit_clv_at,
+    build_report,
+    write_report,
+)
+from crmscore.reporting.kpis import compute_kpis
 
 AS_OF = "2025-12-31"
 

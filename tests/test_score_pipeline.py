@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from crmscore.config import config_from_mapping
+from crmscore.ingest.validation import load_validated
 from crmscore.io.crm import create_engine, write_sql_tables
 from crmscore.io.scores import read_scores
 from crmscore.pipelines.score import run_score
-from crmscore.validation import load_validated
 
 AS_OF = date(2025, 12, 31)
 FAST = {"n_estimators": 40, "num_leaves": 7, "n_jobs": 1, "min_rows": 200, "min_positives": 30}
@@ -45,7 +45,7 @@ def _params(root: Path, **data) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A SQLite CRM with a trained registry; returns (root, params dict, synthetic CRM)."""
-    from crmscore import synth
+    from crmscore.ingest import synth
     from crmscore.pipelines.train import train_models
 
     root = tmp_path_factory.mktemp("score")
@@ -241,7 +241,7 @@ def _policy_frames(n: int = 1000, seed: int = 0):
 
 def test_explain_rule_top_value_at_risk_plus_worklist():
     from crmscore.pipelines.score import churn_rows_to_explain
-    from crmscore.worklist import top_by_value_at_risk
+    from crmscore.scoring.worklist import top_by_value_at_risk
 
     churn_out, clv_out = _policy_frames()
     cfg = config_from_mapping({"scoring": {"explain_top_n": 50, "worklist_top_n": 40}})

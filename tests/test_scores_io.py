@@ -33,7 +33,7 @@ from crmscore.io.scores import (
     read_scores,
     write_scores,
 )
-from crmscore.scoring import assemble_customer_scores, assemble_lead_scores
+from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores
 
 CFG = ScoringConfig()
 TABLES = ("customer_scores", "customer_history", "lead_scores", "lead_history")

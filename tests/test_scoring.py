@@ -1,4 +1,4 @@
-"""Assembly of score rows (crmscore.scoring): formulas, trend, cold start and the output checks."""
+"""Assembly of score rows (crmscore.scoring.rows): formulas, trend, cold start and the output checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ScoringConfig
-from crmscore.scoring import (
+from crmscore.scoring.rows import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
     ScoreValidationError,
@@ -245,7 +245,7 @@ def test_interval_missing_its_point_is_widened_swapped_is_refused(caplog):
     f, c, v, i = small_inputs()
     kw = {"as_of": "2026-01-31", "run_id": "r", "model_versions": VERSIONS, "scored_at": SCORED_AT}
     miss = i.assign(predicted_clv_lower=[510.0, 20.0])  # C1: point 500 below the lower bound 510
-    with caplog.at_level("WARNING", logger="crmscore.scoring"):
+    with caplog.at_level("WARNING", logger="crmscore.scoring.rows"):
         out = assemble_customer_scores(f, c, v, miss, previous=None, cfg=CFG, **kw).set_index("customer_id")
     assert out.loc["C1", "predicted_clv_lower"] == 500.0 and out.loc["C1", "predicted_clv_upper"] == 650.0
     assert "1 intervals did not contain the point estimate" in caplog.text
@@ -259,14 +259,14 @@ def test_interval_missing_its_point_is_widened_swapped_is_refused(caplog):
 def test_real_model_outputs_assemble_write_and_rank(tmp_path):
     """The contract with the estimators: real churn and CLV outputs → rows → SQLite → worklist."""
     from crmscore.config import ChurnConfig, Config
+    from crmscore.core.schema import CRMData
     from crmscore.estimators.churn import CalibratedChurnModel
-    from crmscore.estimators.clv import ClvModel
+    from crmscore.estimators.clv.model import ClvModel
+    from crmscore.ingest.synth import generate
     from crmscore.io.crm import create_engine
     from crmscore.io.scores import read_scores, write_scores
     from crmscore.pipelines.features import build_churn_training_set, build_feature_table
-    from crmscore.schema import CRMData
-    from crmscore.synth import generate
-    from crmscore.worklist import build_worklist
+    from crmscore.scoring.worklist import build_worklist
 
     synth = generate(1000, seed=3, leads_per_customer=0.5)
     t = synth.tables

@@ -1,4 +1,4 @@
-"""Tests of the synthetic CRM generator (crmscore.synth): contract, determinism, truth."""
+"""Tests of the synthetic CRM generator (crmscore.ingest.synth): contract, determinism, truth."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
-from crmscore.schema import SCHEMAS
-from crmscore.synth import SyntheticCRM, TrueParams, generate, read_latent, read_truth, write_truth
+from crmscore.core.schema import SCHEMAS
+from crmscore.ingest.synth import SyntheticCRM, TrueParams, generate, read_latent, read_truth, write_truth
 
 START, END = date(2023, 1, 1), date(2025, 12, 31)
 END_EXCL = pd.Timestamp("2026-01-01", tz="UTC")

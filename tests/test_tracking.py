@@ -28,8 +28,8 @@ FAST = {"n_estimators": 30, "num_leaves": 7, "n_jobs": 1, "min_rows": 200, "min_
 
 @pytest.fixture(scope="module")
 def synth_data():
-    from crmscore import synth
-    from crmscore.validation import validate_tables
+    from crmscore.ingest import synth
+    from crmscore.ingest.validation import validate_tables
 
     crm = synth.generate(2000, seed=11, leads_per_customer=1)
     data, _ = validate_tables(crm.tables, Config(), as_of="2025-12-31", now="2026-01-01")
@@ -45,7 +45,7 @@ def churn_frame(synth_data):
 
 @pytest.fixture(scope="module")
 def clv_model(synth_data):
-    from crmscore.estimators.clv import ClvModel
+    from crmscore.estimators.clv.model import ClvModel
     from crmscore.features.btyd import btyd_summary
 
     summary = btyd_summary(synth_data.transactions, "2025-12-31", time_unit="week")

@@ -39,7 +39,7 @@ def run_cli(args: list[str], monkeypatch) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A project folder with a CRM folder, params.yaml and a trained store (via the CLI)."""
-    from crmscore import synth
+    from crmscore.ingest import synth
     from crmscore.io.files import write_folder
 
     root = tmp_path_factory.mktemp("project")
@@ -85,7 +85,7 @@ def _client(root: Path):
 
 
 def _data(root: Path):
-    from crmscore.validation import load_validated
+    from crmscore.ingest.validation import load_validated
 
     cfg = load_config(root / "params.yaml")
     data, report = load_validated(cfg, as_of=AS_OF)

@@ -81,8 +81,8 @@ def test_overlap_check_on_coded_ids_names_the_record() -> None:
 
 
 def _digest(**tables: pd.DataFrame) -> str:
+    from crmscore.core.schema import CRMData
     from crmscore.pipelines.train import data_digest
-    from crmscore.schema import CRMData
 
     return data_digest(CRMData(**tables))["all"]
 
@@ -124,7 +124,7 @@ def test_data_digest_is_value_exact_and_order_sensitive() -> None:
 def test_rank_auc_equals_sklearn_with_ties() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from crmscore.evaluation import _auc_abs
+    from crmscore.evaluation.binary import _auc_abs
 
     rng = np.random.default_rng(3)
     y = rng.random(5000) < 0.2
@@ -136,7 +136,7 @@ def test_rank_auc_equals_sklearn_with_ties() -> None:
 def test_digest_does_not_depend_on_arrow_chunking() -> None:
     import pyarrow as pa
 
-    from crmscore.digest import frame_digest
+    from crmscore.core.digest import frame_digest
 
     values = ["a", None, "ccc", "", "dé", None, "x" * 40]
     one = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([pa.array(values, pa.large_string())])))
@@ -153,8 +153,8 @@ def test_digest_does_not_depend_on_arrow_chunking() -> None:
 
 def test_validation_report_digests_the_inputs_and_settings() -> None:
     from crmscore.config import Config
-    from crmscore.synth import generate
-    from crmscore.validation import validate_tables
+    from crmscore.ingest.synth import generate
+    from crmscore.ingest.validation import validate_tables
 
     raw = generate(300, seed=1).tables
     _, a = validate_tables(

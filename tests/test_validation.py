@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from crmscore.config import config_from_mapping
-from crmscore.validation import validate_tables, write_quarantine
+from crmscore.ingest.validation import validate_tables, write_quarantine
 
 AS_OF, NOW = "2025-06-30", "2025-07-01T12:00:00Z"
 

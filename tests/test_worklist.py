@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ScoringConfig
-from crmscore.worklist import (
+from crmscore.scoring.worklist import (
     WORKLIST_COLUMNS,
     build_worklist,
     render_reasons,
@@ -123,7 +123,7 @@ def test_write_scores_file(tmp_path, suffix):
 
 
 def test_top_by_value_at_risk_equals_a_full_sort():
-    from crmscore.worklist import top_by_value_at_risk
+    from crmscore.scoring.worklist import top_by_value_at_risk
 
     rng = np.random.default_rng(0)
     n = 2000

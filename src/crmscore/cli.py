@@ -23,8 +23,8 @@ from rich.table import Table
 
 from crmscore import __version__
 from crmscore.config import Config, ConfigError, load_config, redact_url
-from crmscore.progress import stage
-from crmscore.schema import CRMData
+from crmscore.core.progress import stage
+from crmscore.core.schema import CRMData
 
 __all__ = ["app", "main"]
 
@@ -92,7 +92,7 @@ def _config() -> Config:
 def _parse_day(value: str | None, option: str) -> date | None:
     if value is None:
         return None
-    from crmscore.features.time import as_of_day
+    from crmscore.core.time import as_of_day
 
     try:
         return as_of_day(value).date()
@@ -151,7 +151,7 @@ def run_generate(
     truth_dir: Path | None,
 ) -> dict[str, int]:
     """Generate a synthetic CRM and write it to the CRM store or a folder; return row counts."""
-    from crmscore import synth
+    from crmscore.ingest import synth
 
     gen = cfg.generate
     with stage(f"simulating {customers:,} customers"):
@@ -253,7 +253,7 @@ def run_validate(cfg: Config, as_of: date | None, quarantine_dir: Path, *, for_s
 
     ``for_scoring`` reads only the leads a scoring run can use (see ``load_validated``).
     """
-    from crmscore.validation import load_validated, write_quarantine
+    from crmscore.ingest.validation import load_validated, write_quarantine
 
     with stage("reading and validating the CRM data"):
         data, report = load_validated(cfg, as_of=as_of, for_scoring=for_scoring)
@@ -528,7 +528,7 @@ def run_score_command(
 ) -> None:
     """Score, write back, print a summary (shared by ``score`` and ``demo``)."""
     from crmscore.pipelines.score import NoChampionError, run_score
-    from crmscore.scoring import ScoreValidationError
+    from crmscore.scoring.rows import ScoreValidationError
 
     digest = getattr(report, "input_digest", None) or None
     try:

@@ -99,7 +99,7 @@ class _Block(BaseModel):
 class TableConfig(_Block):
     """Where one input table lives and how its columns are named at the source.
 
-    ``columns`` maps crmscore's canonical column names (see ``crmscore.schema``) to the
+    ``columns`` maps crmscore's canonical column names (see ``crmscore.core.schema``) to the
     source's names, e.g. ``{customer_id: CustomerID, ts: InvoiceDate}``.
     """
 
@@ -425,7 +425,7 @@ class TrackingConfig(_Block):
 
 
 class ReportConfig(_Block):
-    """KPI and model report (``crmscore.kpis``, ``crmscore.report``).
+    """KPI and model report (``crmscore.reporting.kpis``, ``crmscore.reporting.content``).
 
     A customer is *active* at an instant ``t`` when created before ``t`` and not churned:
     ``customer_definition="contractual"``: ``churned_at`` missing or ``>= t``;

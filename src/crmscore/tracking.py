@@ -26,7 +26,7 @@ three-line script (written at log time) that calls ``mlflow.models.set_model`` o
   ``model.json`` (feature list, numeric columns, the categories learned by the preparer, the
   calibrator's coefficients — Platt slope/intercept or isotonic thresholds — and the risk
   or grade thresholds);
-* clv: ``clv.json`` (:meth:`crmscore.estimators.clv.ClvModel.to_json`).
+* clv: ``clv.json`` (:meth:`crmscore.estimators.clv.model.ClvModel.to_json`).
 
 Loading therefore works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The scoring
 environment needs ``crmscore`` installed (the pyfunc script imports it).
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from crmscore.estimators.churn import CalibratedModel
-    from crmscore.estimators.clv import ClvModel
+    from crmscore.estimators.clv.model import ClvModel
 
 __all__ = [
     "CHALLENGER",
@@ -211,7 +211,7 @@ def save_classifier_bundle(
 
 
 def save_clv_bundle(model: ClvModel, path: str | Path) -> Path:
-    """Write a fitted :class:`~crmscore.estimators.clv.ClvModel` as ``clv.json`` (no pickle)."""
+    """Write a fitted :class:`~crmscore.estimators.clv.model.ClvModel` as ``clv.json`` (no pickle)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     model.to_json(out / "clv.json")
@@ -313,7 +313,7 @@ class ClvBundle:
     features: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
 
     def __init__(self, path: str | Path) -> None:
-        from crmscore.estimators.clv import ClvModel
+        from crmscore.estimators.clv.model import ClvModel
 
         self.model = ClvModel.from_json(Path(path) / "clv.json")
 
@@ -358,7 +358,7 @@ def _signature_columns(bundle: ClassifierBundle | ClvBundle) -> tuple[_Columns, 
 def prepare_input(bundle: ClassifierBundle | ClvBundle, X: pd.DataFrame) -> pd.DataFrame:
     """The model's input columns of ``X`` typed as its signature says (numbers as float64,
     categories as text with None for missing), so MLflow's schema enforcement accepts them."""
-    from crmscore.features.keys import text_codes
+    from crmscore.core.ids import text_codes
 
     inputs, _ = _signature_columns(bundle)
     out = {}

@@ -51,9 +51,9 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from crmscore.core.ids import categorical_from_text, text_codes
 from crmscore.estimators import reasons as _reasons
-from crmscore.evaluation import fit_logistic_1d, gains_table, metrics_table, single_feature_auc
-from crmscore.features.keys import categorical_from_text, text_codes
+from crmscore.evaluation.binary import fit_logistic_1d, gains_table, metrics_table, single_feature_auc
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -843,7 +843,7 @@ def bgnbd_probability_no_purchase(
     This is the exact inactivity-churn probability when the data follow BG/NBD with
     ``params``.
     """
-    from crmscore.estimators.clv import bgnbd_probability_alive
+    from crmscore.estimators.clv.model import bgnbd_probability_alive
 
     r, alpha = float(params["r"]), float(params["alpha"])
     x = np.asarray(frequency, dtype=np.float64)
@@ -1018,8 +1018,8 @@ def clv_baselines(
     model is fitted on the evaluation cutoff's summaries (no labels used; it is what scoring
     at that cutoff would do). Rows without a purchase get the median score.
     """
-    from crmscore.estimators.clv import ClvModel
-    from crmscore.features.time import DAYS_PER_UNIT
+    from crmscore.core.time import DAYS_PER_UNIT
+    from crmscore.estimators.clv.model import ClvModel
 
     cache: dict[int, Any] = {}
 
@@ -1094,7 +1094,7 @@ class EvaluationReport:
 
     def figures(self) -> dict[str, Figure]:
         """ROC, precision-recall, calibration and gains figures (new Figures, nothing shown)."""
-        from crmscore.evaluation import plot_calibration, plot_gains, plot_pr, plot_roc
+        from crmscore.evaluation.binary import plot_calibration, plot_gains, plot_pr, plot_roc
 
         y = self.predictions[self.label].to_numpy()
         s = self.scores()

@@ -1,6 +1,6 @@
 """Behaviour features of customers at a cutoff, for churn models.
 
-Every feature is a function of the rows known at ``as_of`` only (``crmscore.features.time``):
+Every feature is a function of the rows known at ``as_of`` only (``crmscore.core.time``):
 transactions with ``ts < cutoff_end``, tickets opened before it, customers created before it.
 Values only known later are treated as unknown at the cutoff:
 
@@ -27,9 +27,9 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
+from crmscore.core.ids import categorical_from_text, id_index, isin, sorted_unique, text_codes
+from crmscore.core.time import as_of_day_number, cutoff_end, day_index
 from crmscore.features.btyd import RefundRule, purchase_mask
-from crmscore.features.keys import categorical_from_text, id_index, isin, sorted_unique, text_codes
-from crmscore.features.time import as_of_day_number, cutoff_end, day_index
 
 __all__ = [
     "CUSTOMER_NON_FEATURES",

@@ -24,7 +24,7 @@ Semantics (Fader, Hardie & Lee 2005, "Counting your customers the easy way", §2
   ``freq="D", freq_multiplier=7``. Weekly buckets bias BG/NBD (see shared/design.md §4):
   prefer daily buckets.
 
-Cutoff (``crmscore.features.time``): a transaction is known at ``as_of`` iff
+Cutoff (``crmscore.core.time``): a transaction is known at ``as_of`` iff
 ``ts < cutoff_end(as_of)``. Unlike lifetimes' weekly mode, which keeps every purchase of the
 cutoff's week even when it happened after the cutoff day, rows after the cutoff day are never
 used here (for known rows the numbers are identical).
@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from crmscore.features.time import (
+from crmscore.core.time import (
     _TICKS_PER_DAY,
     as_of_day_number,
     period_index,

@@ -50,11 +50,11 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import ChurnConfig, LeadsConfig
+from crmscore.core.ids import id_index, isin
+from crmscore.core.schema import CRMData
+from crmscore.core.time import as_of_day, cutoff_end
 from crmscore.features.btyd import RefundRule, purchase_mask
-from crmscore.features.keys import id_index, isin
 from crmscore.features.leads import open_lead_mask, window_closed_mask
-from crmscore.features.time import as_of_day, cutoff_end
-from crmscore.schema import CRMData
 
 __all__ = ["churn_labels", "lead_labels"]
 

@@ -24,9 +24,9 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
+from crmscore.core.ids import id_index
+from crmscore.core.time import as_of_day_number, cutoff_end, day_index
 from crmscore.features.behaviour import _as_feature
-from crmscore.features.keys import id_index
-from crmscore.features.time import as_of_day_number, cutoff_end, day_index
 
 __all__ = ["LEAD_NON_FEATURES", "lead_features", "open_lead_mask", "window_closed_mask"]
 

@@ -2,7 +2,7 @@
 
 One file per table, named after the table (``transactions.csv``, ``customers.parquet``;
 the name can be mapped in ``data.tables.<table>.name``). CSV files are read with every
-column as text so that type coercion and its quarantine rules (``crmscore.validation``)
+column as text so that type coercion and its quarantine rules (``crmscore.ingest.validation``)
 see the original values; Parquet keeps its own types.
 """
 

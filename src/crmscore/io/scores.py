@@ -10,8 +10,8 @@ Tables (names from :class:`crmscore.config.ScoringConfig`, validated and quoted)
 
 Contract of :func:`write_scores`:
 
-* **Checked first.** Scores are validated (:func:`crmscore.scoring.check_customer_scores`,
-  :func:`crmscore.scoring.check_lead_scores`) and compared with the previous run's row count
+* **Checked first.** Scores are validated (:func:`crmscore.scoring.rows.check_customer_scores`,
+  :func:`crmscore.scoring.rows.check_lead_scores`) and compared with the previous run's row count
   (``scoring.min_rows_ratio``) before anything is written; a failure raises
   :class:`ScoreValidationError` and writes nothing.
 * **One transaction.** The DDL and all four tables are written in a single transaction
@@ -58,7 +58,7 @@ import sqlalchemy as sa
 
 from crmscore.config import ScoringConfig, redact_url, validate_identifier
 from crmscore.io.crm import _iso_utc, _read_postgres, to_arrow
-from crmscore.scoring import (
+from crmscore.scoring.rows import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
     ScoreValidationError,
@@ -438,8 +438,8 @@ class ScoreWriter:
     parses and stores the rows while the caller computes; elsewhere (or with
     ``background=False``) each call runs at once.
 
-    Every frame is checked (:func:`crmscore.scoring.check_customer_scores` /
-    :func:`~crmscore.scoring.check_lead_scores`) in the caller's thread before any of its rows
+    Every frame is checked (:func:`crmscore.scoring.rows.check_customer_scores` /
+    :func:`~crmscore.scoring.rows.check_lead_scores`) in the caller's thread before any of its rows
     is sent; a replayed run (its rows already in the history) writes nothing; the shrink check
     runs against the previous run before the first row of the kind is sent. A failure of the
     background thread is raised by the next call, or when leaving the block.
@@ -737,9 +737,9 @@ def write_scores(
     engine : sqlalchemy.Engine
         The CRM store (SQLite or PostgreSQL).
     customer_scores : DataFrame or None
-        :func:`crmscore.scoring.assemble_customer_scores` output; None skips customers.
+        :func:`crmscore.scoring.rows.assemble_customer_scores` output; None skips customers.
     lead_scores : DataFrame or None
-        :func:`crmscore.scoring.assemble_lead_scores` output; None skips leads.
+        :func:`crmscore.scoring.rows.assemble_lead_scores` output; None skips leads.
     cfg : ScoringConfig
         Table names, ``min_rows_ratio`` and ``chunksize``.
     schema : str, optional
@@ -837,7 +837,7 @@ def read_previous_scores(
 ) -> pd.DataFrame | None:
     """Each customer's latest churn probability from another run at or before ``as_of``.
 
-    The ``previous`` argument of :func:`crmscore.scoring.assemble_customer_scores`. Rows of the
+    The ``previous`` argument of :func:`crmscore.scoring.rows.assemble_customer_scores`. Rows of the
     run ``(run_id, as_of)`` itself are ignored, so replaying a run computes the same trend.
 
     The latest-score table holds each customer's newest history row (by ``as_of``, then

@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from crmscore.config import Config
+from crmscore.core.ids import IdCodes, encode_ids
+from crmscore.core.schema import CRMData
+from crmscore.core.time import as_of_day, rolling_cutoffs
 from crmscore.features.behaviour import behaviour_features
 from crmscore.features.btyd import btyd_summary
-from crmscore.features.keys import IdCodes, encode_ids
 from crmscore.features.labels import churn_labels, lead_labels
 from crmscore.features.leads import lead_features, open_lead_mask, window_closed_mask
 from crmscore.features.rfm import rfm_scores
-from crmscore.features.time import as_of_day, rolling_cutoffs
-from crmscore.schema import CRMData
 
 __all__ = [
     "build_churn_training_set",

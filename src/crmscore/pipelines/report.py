@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from crmscore.config import Config
-from crmscore.schema import CRMData
+from crmscore.core.schema import CRMData
 
 __all__ = ["latest_scores", "run_report"]
 
@@ -69,7 +69,7 @@ def run_report(
     (Path, Path)
         The HTML and JSON files written.
     """
-    from crmscore.report import build_report, write_report
+    from crmscore.reporting.content import build_report, write_report
 
     summary: dict[str, Any] | None = None
     if train_summary is not None:

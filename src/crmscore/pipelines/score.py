@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import Config
-from crmscore.progress import stage
-from crmscore.schema import CRMData
+from crmscore.core.progress import stage
+from crmscore.core.schema import CRMData
 
 __all__ = [
     "ChampionModel",
@@ -141,7 +141,7 @@ def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
 
 @contextmanager
 def _stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[None]:
-    """:func:`crmscore.progress.stage` that also adds the block's wall time to ``timings[key]``."""
+    """:func:`crmscore.core.progress.stage` that also adds the block's wall time to ``timings[key]``."""
     start = time.perf_counter()
     with stage(what):
         yield
@@ -207,8 +207,8 @@ def churn_rows_to_explain(
         Boolean mask aligned with ``churn_out`` and a description of the rule applied.
     """
     from crmscore.estimators.reasons import rows_to_explain
-    from crmscore.scoring import value_at_risk
-    from crmscore.worklist import top_by_value_at_risk
+    from crmscore.scoring.rows import value_at_risk
+    from crmscore.scoring.worklist import top_by_value_at_risk
 
     p = churn_out["churn_probability"].astype(np.float64)
     clv = (
@@ -427,8 +427,8 @@ def run_score(
     """
     from crmscore.io.crm import create_engine
     from crmscore.io.scores import read_previous_scores
-    from crmscore.scoring import assemble_customer_scores, assemble_lead_scores
-    from crmscore.worklist import build_worklist, write_scores_file, write_worklist
+    from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores
+    from crmscore.scoring.worklist import build_worklist, write_scores_file, write_worklist
 
     kinds = ("churn", "clv", "leads") if data.leads is not None else ("churn", "clv")
     timings: dict[str, float] = {}

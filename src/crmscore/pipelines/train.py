@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import Config, PromotionConfig, redact_url
-from crmscore.progress import stage
-from crmscore.schema import CRMData
+from crmscore.core.progress import stage
+from crmscore.core.schema import CRMData
 
 __all__ = [
     "MODEL_KINDS",
@@ -147,9 +147,9 @@ def data_digest(data: CRMData) -> dict[str, str]:
     """SHA-256 of every validated input table (and ``"all"`` over them), column by column.
 
     Order-sensitive and value-exact: the same rows in the same order give the same digest
-    (:mod:`crmscore.digest`). No row content leaves this function.
+    (:mod:`crmscore.core.digest`). No row content leaves this function.
     """
-    from crmscore.digest import tables_digest
+    from crmscore.core.digest import tables_digest
 
     return tables_digest({name: getattr(data, name, None) for name in _TABLES})
 
@@ -314,7 +314,7 @@ def _fit_classifier(kind: str, data: CRMData, as_of: date, cfg: Config) -> tuple
 def _train_classifier(
     kind: str, data: CRMData, as_of: date, cfg: Config, ts: Any, workdir: Path, result: ModelResult
 ) -> None:
-    from crmscore.evaluation import binary_metrics
+    from crmscore.evaluation.binary import binary_metrics
     from crmscore.tracking import prepare_input, save_classifier_bundle, slug
 
     rep, frame, label = _fit_classifier(kind, data, as_of, cfg)
@@ -374,8 +374,8 @@ def _train_classifier(
 
 
 def _train_clv(data: CRMData, as_of: date, cfg: Config, ts: Any, workdir: Path, result: ModelResult) -> None:
-    from crmscore.estimators.clv import BGNBD_PARAMS, GG_PARAMS, ClvModel
-    from crmscore.evaluation_clv import holdout_metrics
+    from crmscore.estimators.clv.model import BGNBD_PARAMS, GG_PARAMS, ClvModel
+    from crmscore.evaluation.clv import holdout_metrics
     from crmscore.features.btyd import calibration_and_holdout
     from crmscore.tracking import save_clv_bundle, slug
 
@@ -453,7 +453,7 @@ def _train_clv(data: CRMData, as_of: date, cfg: Config, ts: Any, workdir: Path, 
     ts.log_frame(hm, "evaluation/holdout_metrics.csv")
     ts.log_dict(result.parameters, "clv_parameters.json")
     if cfg.training.log_plots:
-        from crmscore.plots_clv import (
+        from crmscore.estimators.clv.plots import (
             plot_calibration_vs_holdout_purchases,
             plot_frequency_recency_matrix,
             plot_probability_alive_matrix,
@@ -529,7 +529,7 @@ def train_models(
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}: choose from {', '.join(MODEL_KINDS)}")
     if data is None:
-        from crmscore.validation import load_validated
+        from crmscore.ingest.validation import load_validated
 
         with stage(f"reading and validating the CRM data as of {as_of}"):
             data, report = load_validated(cfg, as_of=as_of)

@@ -94,7 +94,7 @@ logger = logging.getLogger(__name__)
 #: Parameter names, in the literature's order.
 BGNBD_PARAMS: tuple[str, ...] = ("r", "alpha", "a", "b")
 GG_PARAMS: tuple[str, ...] = ("p", "q", "v")
-#: Days per unit of the summary's time axis (same as ``crmscore.features.time.DAYS_PER_UNIT``).
+#: Days per unit of the summary's time axis (same as ``crmscore.core.time.DAYS_PER_UNIT``).
 _DAYS_PER_UNIT: dict[str, float] = {"day": 1.0, "week": 7.0}
 #: An exact average (Julian) month in days.
 DAYS_PER_MONTH: float = 365.25 / 12.0

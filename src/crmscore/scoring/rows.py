@@ -1,7 +1,7 @@
 """Assembly and checks of the score rows written back to the CRM (shared/design.md §3).
 
 Pure functions: model outputs in, score frames out; nothing is read or written here
-(``crmscore.io.scores`` writes, ``crmscore.worklist`` renders). Input frames are never modified.
+(``crmscore.io.scores`` writes, ``crmscore.scoring.worklist`` renders). Input frames are never modified.
 
 Customer rows (:data:`CUSTOMER_SCORE_COLUMNS`) combine the churn model
 (``churn_probability``, ``churn_risk``, ``top_reasons``), the CLV model (``p_alive``,

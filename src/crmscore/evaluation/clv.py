@@ -56,7 +56,7 @@ def holdout_predictions(model: Any, cal_holdout: pd.DataFrame) -> pd.DataFrame:
 
     Parameters
     ----------
-    model : crmscore.estimators.clv.ClvModel
+    model : crmscore.estimators.clv.model.ClvModel
         Fitted on the calibration columns (same ``time_unit``).
     cal_holdout : pandas.DataFrame
         Calibration/holdout frame (see the module docstring).

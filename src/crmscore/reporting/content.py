@@ -1,8 +1,8 @@
 """KPI and model report: one self-contained HTML file plus a JSON file of every number.
 
-:func:`build_report` computes the content (KPI trends from :mod:`crmscore.kpis`, model quality,
+:func:`build_report` computes the content (KPI trends from :mod:`crmscore.reporting.kpis`, model quality,
 the accounts most at risk and the RFM segments) as plain data and PNG figures;
-:func:`write_report` renders it (:mod:`crmscore.report_html`) to one HTML file with inline CSS
+:func:`write_report` renders it (:mod:`crmscore.reporting.html`) to one HTML file with inline CSS
 and images embedded as base64 ``data:`` URIs (no external asset, works offline and as an
 e-mail attachment) and writes the numbers to JSON.
 
@@ -11,7 +11,7 @@ Model quality comes from ``model_summary`` (the dict written by ``crmscore train
 CLV model on a calibration/holdout split (``report.clv_holdout_days``) and evaluates a quick churn
 model out of time (:func:`crmscore.estimators.churn.evaluate_churn`, ``report.quick_*``). The
 at-risk accounts come from ``scores`` (the scoring output) when given, else from those quick models.
-Only data known at ``as_of`` is used (:func:`crmscore.kpis.known_data`).
+Only data known at ``as_of`` is used (:func:`crmscore.reporting.kpis.known_data`).
 """
 
 from __future__ import annotations
@@ -32,9 +32,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from crmscore.config import Config
-from crmscore.features.time import as_of_day, cutoff_end
-from crmscore.kpis import KPI_DEFINITIONS, KPI_LABELS, KpiResult, active_customers, compute_kpis, known_data
-from crmscore.schema import CRMData
+from crmscore.core.schema import CRMData
+from crmscore.core.time import as_of_day, cutoff_end
+from crmscore.reporting.kpis import (
+    KPI_DEFINITIONS,
+    KPI_LABELS,
+    KpiResult,
+    active_customers,
+    compute_kpis,
+    known_data,
+)
 
 __all__ = [
     "SECTIONS",
@@ -656,7 +663,7 @@ class _Quick:
 
 
 def _fit_clv_at(data: CRMData, as_of: pd.Timestamp, cfg: Config) -> Any:
-    from crmscore.estimators.clv import ClvModel
+    from crmscore.estimators.clv.model import ClvModel
     from crmscore.features.btyd import btyd_summary
 
     summ = btyd_summary(
@@ -666,7 +673,7 @@ def _fit_clv_at(data: CRMData, as_of: pd.Timestamp, cfg: Config) -> Any:
 
 
 def _quick_clv_holdout(data: CRMData, as_of: pd.Timestamp, cfg: Config) -> tuple[Any, pd.DataFrame]:
-    from crmscore.estimators.clv import ClvModel
+    from crmscore.estimators.clv.model import ClvModel
     from crmscore.features.btyd import calibration_and_holdout
 
     cal_end = as_of - pd.Timedelta(days=cfg.report.clv_holdout_days)
@@ -754,8 +761,8 @@ def _quality_section(
             )
             mq["churn"] = {"split": rep.split, "metrics": jsonable(rep.metrics)}
         if quick.clv_holdout_model is not None and quick.clv_holdout is not None:
-            from crmscore.evaluation_clv import holdout_metrics
-            from crmscore.plots_clv import plot_calibration_vs_holdout_purchases
+            from crmscore.estimators.clv.plots import plot_calibration_vs_holdout_purchases
+            from crmscore.evaluation.clv import holdout_metrics
 
             hm = holdout_metrics(quick.clv_holdout_model, quick.clv_holdout)
             blocks.append(_clv_quality(hm))
@@ -1060,7 +1067,7 @@ def write_report(content: ReportContent, html_path: str | Path, json_path: str |
     tuple of Path
         The HTML and JSON paths (parent folders are created).
     """
-    from crmscore.report_html import render_html
+    from crmscore.reporting.html import render_html
 
     h, j = Path(html_path), Path(json_path)
     for p in (h, j):

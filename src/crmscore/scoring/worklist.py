@@ -136,7 +136,7 @@ def build_worklist(
     Parameters
     ----------
     scores : DataFrame
-        Customer score rows (:func:`crmscore.scoring.assemble_customer_scores` or the
+        Customer score rows (:func:`crmscore.scoring.rows.assemble_customer_scores` or the
         ``customer_scores`` table).
     customers : DataFrame or None
         Canonical ``customers`` table; its ``owner`` column (when present) names the owner.

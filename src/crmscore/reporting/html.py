@@ -1,4 +1,4 @@
-"""HTML rendering of :class:`crmscore.report.ReportContent`: one file, inline CSS, embedded PNGs.
+"""HTML rendering of :class:`crmscore.reporting.content.ReportContent`: one file, inline CSS, embedded PNGs.
 
 Every piece of text is passed through :func:`html.escape`; images are ``data:`` URIs, so the
 file has no external asset and no script.
@@ -10,7 +10,7 @@ import html
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from crmscore.report import ReportContent, Section
+    from crmscore.reporting.content import ReportContent, Section
 
 __all__ = ["CSS", "render_html"]
 
@@ -68,7 +68,7 @@ def _is_num(cell: str) -> bool:
 
 
 def _section(s: Section) -> str:
-    from crmscore.report import Card, FigureBlock, TableBlock, figure_data_uri
+    from crmscore.reporting.content import Card, FigureBlock, TableBlock, figure_data_uri
 
     out = [f'<section id="{_e(s.key)}"><h2>{_e(s.heading)}</h2><p class="intro">{_e(s.intro)}</p>']
     cards = [b for b in s.blocks if isinstance(b, Card)]

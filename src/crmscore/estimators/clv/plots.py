@@ -1,4 +1,4 @@
-"""Diagnostic plots of a fitted :class:`crmscore.estimators.clv.ClvModel` (pure; return Figures).
+"""Diagnostic plots of a fitted :class:`crmscore.estimators.clv.model.ClvModel` (pure; return Figures).
 
 Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot, no global
 backend change, nothing shown), so they are safe in servers, tests and MLflow logging.
@@ -98,7 +98,7 @@ def plot_calibration_vs_holdout_purchases(model: Any, cal_holdout: pd.DataFrame,
 
     Customers with ``frequency_cal >= n`` are pooled in the last group.
     """
-    from crmscore.evaluation_clv import holdout_predictions
+    from crmscore.evaluation.clv import holdout_predictions
 
     preds = holdout_predictions(model, cal_holdout)
     group = np.minimum(cal_holdout["frequency_cal"].to_numpy(dtype=int), n)
@@ -143,7 +143,7 @@ def plot_cumulative_transactions(
     n_points : int
         Points of the time grid.
     """
-    from crmscore.estimators.clv import bgnbd_expected_purchases
+    from crmscore.estimators.clv.model import bgnbd_expected_purchases
 
     t0 = np.asarray(first_purchase, dtype=float)
     rep = np.sort(np.asarray(repeat_purchase_times, dtype=float))

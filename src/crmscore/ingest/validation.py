@@ -48,8 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crmscore.config import Config
-from crmscore.features.time import as_of_day, cutoff_end
-from crmscore.schema import EVENT_TIME, SCHEMAS, CRMData, TableSpec
+from crmscore.core.schema import EVENT_TIME, SCHEMAS, CRMData, TableSpec
+from crmscore.core.time import as_of_day, cutoff_end
 
 if TYPE_CHECKING:
     from crmscore.io.crm import LeadScope
@@ -812,14 +812,14 @@ def validate_tables(
 
 
 def input_digest(raw: dict[str, pd.DataFrame], cfg: Config, as_of: pd.Timestamp) -> dict[str, str]:
-    """SHA-256 of the raw tables (:mod:`crmscore.digest`) and of what shapes their validation.
+    """SHA-256 of the raw tables (:mod:`crmscore.core.digest`) and of what shapes their validation.
 
     ``"all"`` also covers the cutoff day, the ``data`` settings (column maps, time zone,
     required tables; not the store's location) and the label column names: the same
     inputs under the same settings give the same validated data. Hashing the tables as read
     is fast where they are Arrow-backed (Parquet, PostgreSQL ``COPY``).
     """
-    from crmscore.digest import tables_digest
+    from crmscore.core.digest import tables_digest
 
     settings = cfg.data.model_dump(mode="json", exclude={"crm_url", "folder", "quarantine"})
     extra = {

@@ -1,6 +1,6 @@
 """Canonical table contracts of the CRM input (shared/design.md §2).
 
-After ingestion (``crmscore.validation``) every table is a pandas DataFrame with these
+After ingestion (``crmscore.ingest.validation``) every table is a pandas DataFrame with these
 canonical column names and dtypes, whatever the source called them:
 
 * ids (``customer_id``, ``lead_id``, ``ticket_id``, ``transaction_id``): ``str``;

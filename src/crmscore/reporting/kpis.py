@@ -1,6 +1,6 @@
 """Business KPIs per calendar period: pure functions of the canonical tables and ``as_of``.
 
-Every KPI takes the CRM tables (:class:`crmscore.schema.CRMData`), one :class:`Period` (explicit
+Every KPI takes the CRM tables (:class:`crmscore.core.schema.CRMData`), one :class:`Period` (explicit
 bounds ``[start, end)``, UTC midnights) and the cutoff day ``as_of``, and uses only what was
 known at the cutoff (:func:`known_data`): rows whose event time is on or after
 ``E = cutoff_end(as_of)`` are ignored, and dates recorded later (``churned_at``,
@@ -37,13 +37,13 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import ReportConfig
+from crmscore.core.schema import EVENT_TIME, CRMData
+from crmscore.core.time import as_of_day, cutoff_end
 from crmscore.features.btyd import btyd_summary, purchase_mask
 from crmscore.features.rfm import RFM_SEGMENTS, rfm_scores
-from crmscore.features.time import as_of_day, cutoff_end
-from crmscore.schema import EVENT_TIME, CRMData
 
 if TYPE_CHECKING:
-    from crmscore.estimators.clv import ClvModel
+    from crmscore.estimators.clv.model import ClvModel
 
 __all__ = [
     "KPI_DEFINITIONS",
@@ -210,7 +210,7 @@ def periods_until(as_of: DateLike, freq: Freq = "month", n: int = 12) -> list[Pe
 def known_data(data: CRMData, as_of: DateLike) -> CRMData:
     """The tables as known at the end of the cutoff day ``as_of`` (inputs are not modified).
 
-    Rows whose event time (``crmscore.schema.EVENT_TIME``) is missing or ``>= cutoff_end(as_of)``
+    Rows whose event time (``crmscore.core.schema.EVENT_TIME``) is missing or ``>= cutoff_end(as_of)``
     are dropped; ``churned_at``, ``converted_at`` and ``closed_at`` values ``>= cutoff_end`` become
     missing (not known yet), and so does a lead's ``customer_id`` whose conversion is not known yet.
     """

@@ -1,6 +1,6 @@
 """Seeded synthetic CRM with known ground truth (demo data, tests, benchmarks).
 
-The generator draws every table of the canonical contract (:mod:`crmscore.schema`) from a
+The generator draws every table of the canonical contract (:mod:`crmscore.core.schema`) from a
 known generative process and returns the process' parameters (``truth``) and each
 entity's latent values (``latent``), so that estimators can be checked against the truth.
 
@@ -8,7 +8,7 @@ Generative process
 ------------------
 *Time unit.* Purchase rates are per **week** (``days / 7``), as in the BG/NBD literature.
 All timestamps are timezone-aware UTC, lie in ``[start 00:00, end + 1 day)`` (nothing is
-dated after the end of day ``end``; see :mod:`crmscore.features.time`) and carry a
+dated after the end of day ``end``; see :mod:`crmscore.core.time`) and carry a
 continuous time of day.
 
 *Customers* are acquired over the window with a linearly growing intensity (twice as many
@@ -232,7 +232,7 @@ class SyntheticCRM:
     Attributes
     ----------
     tables : dict of str to DataFrame
-        Canonical tables (:data:`crmscore.schema.SCHEMAS`): customers, transactions, leads,
+        Canonical tables (:data:`crmscore.core.schema.SCHEMAS`): customers, transactions, leads,
         lead_activities, support_tickets, marketing_spend.
     truth : dict
         JSON-serialisable population parameters, units, seed, window and row counts.
@@ -901,7 +901,7 @@ def _truth(
     ll = latent["leads"]
     n_refunds = int((tables["transactions"]["amount"] < 0).sum())
     return {
-        "generator": "crmscore.synth",
+        "generator": "crmscore.ingest.synth",
         "seed": int(seed),
         "start": start.isoformat(),
         "end": end.isoformat(),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crmscore.schema import CRMData
+from crmscore.core.schema import CRMData
 
 __all__ = [
     "IdCodes",
