@@ -53,7 +53,6 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import TrackingConfig, redact_url
+from crmscore.core.serial import package_versions
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -116,16 +116,8 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("crmscore", "lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "mlflow"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[pkg] = metadata.version(pkg)
-    return out
-
-
 def _pip_requirements() -> list[str]:
-    v = _versions()
+    v = package_versions()
     return [f"{p}=={v[p]}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "scipy") if p in v]
 
 
@@ -204,7 +196,7 @@ def save_classifier_bundle(
         "feature_names_in": [str(c) for c in prep.feature_names_in_],
         "calibrator": calibrator,
         "thresholds": {k: float(v) for k, v in thresholds.items()},
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     (out / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return out
@@ -215,7 +207,9 @@ def save_clv_bundle(model: ClvModel, path: str | Path) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     model.to_json(out / "clv.json")
-    (out / "model.json").write_text(json.dumps({"kind": "clv", "versions": _versions()}), encoding="utf-8")
+    (out / "model.json").write_text(
+        json.dumps({"kind": "clv", "versions": package_versions()}), encoding="utf-8"
+    )
     return out
 
 

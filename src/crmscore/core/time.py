@@ -21,6 +21,7 @@ import pandas as pd
 __all__ = [
     "DAYS_PER_UNIT",
     "PERIOD_DAYS",
+    "DateLike",
     "as_of_day",
     "as_of_day_number",
     "cutoff_end",
@@ -31,6 +32,9 @@ __all__ = [
     "rolling_cutoffs",
     "to_utc",
 ]
+
+#: Anything that names a calendar day or an instant (see :func:`as_of_day`).
+DateLike = date | datetime | str | pd.Timestamp
 
 #: Length of each supported time unit in days (the BG/NBD literature's week is days / 7).
 DAYS_PER_UNIT: dict[str, float] = {"day": 1.0, "week": 7.0}

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
 
 from crmscore.core.ids import categorical_from_text, id_index, isin, sorted_unique, text_codes
-from crmscore.core.time import as_of_day_number, cutoff_end, day_index
+from crmscore.core.time import DateLike, as_of_day_number, cutoff_end, day_index
 from crmscore.features.btyd import RefundRule, purchase_mask
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DateLike = date | datetime | str | pd.Timestamp
 
 #: Columns of ``customers`` that are never features (ids, dates and the contractual churn label).
 CUSTOMER_NON_FEATURES: frozenset[str] = frozenset({"customer_id", "created_at", "churned_at"})

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -48,6 +47,7 @@ import pandas as pd
 
 from crmscore.core.time import (
     _TICKS_PER_DAY,
+    DateLike,
     as_of_day_number,
     period_index,
     period_scale,
@@ -65,7 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RefundRule = Literal["exclude", "include"]
-DateLike = date | datetime | str | pd.Timestamp
 
 #: Columns of :func:`btyd_summary`, in lifetimes' order.
 BTYD_COLUMNS: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")

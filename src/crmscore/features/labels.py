@@ -44,7 +44,6 @@ label columns are excluded by the feature builders.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -52,15 +51,13 @@ import pandas as pd
 from crmscore.config import ChurnConfig, LeadsConfig
 from crmscore.core.ids import id_index, isin
 from crmscore.core.schema import CRMData
-from crmscore.core.time import as_of_day, cutoff_end
+from crmscore.core.time import DateLike, as_of_day, cutoff_end
 from crmscore.features.btyd import RefundRule, purchase_mask
 from crmscore.features.leads import open_lead_mask, window_closed_mask
 
 __all__ = ["churn_labels", "lead_labels"]
 
 logger = logging.getLogger(__name__)
-
-DateLike = date | datetime | str | pd.Timestamp
 
 
 def _known(ts: pd.Series, end: pd.Timestamp) -> np.ndarray:

@@ -19,20 +19,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
 
 from crmscore.core.ids import id_index
-from crmscore.core.time import as_of_day_number, cutoff_end, day_index
+from crmscore.core.time import DateLike, as_of_day_number, cutoff_end, day_index
 from crmscore.features.behaviour import _as_feature
 
 __all__ = ["LEAD_NON_FEATURES", "lead_features", "open_lead_mask", "window_closed_mask"]
 
 logger = logging.getLogger(__name__)
 
-DateLike = date | datetime | str | pd.Timestamp
 
 #: Columns of ``leads`` that are never features.
 LEAD_NON_FEATURES: frozenset[str] = frozenset({"lead_id", "created_at", "converted_at", "customer_id"})

@@ -74,6 +74,8 @@ import pandas as pd
 import pyarrow as pa
 from scipy import special, stats
 
+from crmscore.core.serial import jsonable
+
 __all__ = [
     "SyntheticCRM",
     "TrueParams",
@@ -916,7 +918,7 @@ def _truth(
             "mean_p": prm.a / (prm.a + prm.b),
             "mean_spend": prm.p_gg * prm.v / (prm.q - 1.0),
         },
-        "params": _jsonable(asdict(prm)),
+        "params": jsonable(asdict(prm)),
         "leads": {
             "n_leads": int(n_leads),
             "intercept": LEAD_INTERCEPT,
@@ -943,16 +945,6 @@ def _truth(
             "leads_open": int((ll["status_at_end"] == "open").sum()),
         },
     }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------------------
@@ -982,7 +974,7 @@ def write_truth(synth: SyntheticCRM, folder: Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / TRUTH_JSON, folder / TRUTH_CUSTOMERS, folder / TRUTH_LEADS]
-    paths[0].write_text(json.dumps(_jsonable(synth.truth), indent=2, sort_keys=True), encoding="utf-8")
+    paths[0].write_text(json.dumps(jsonable(synth.truth), indent=2, sort_keys=True), encoding="utf-8")
     synth.latent["customers"].to_parquet(paths[1], index=False)
     synth.latent["leads"].to_parquet(paths[2], index=False)
     logger.info("wrote truth to %s", folder)

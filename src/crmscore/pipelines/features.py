@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +14,7 @@ import pandas as pd
 from crmscore.config import Config
 from crmscore.core.ids import IdCodes, encode_ids
 from crmscore.core.schema import CRMData
-from crmscore.core.time import as_of_day, rolling_cutoffs
+from crmscore.core.time import DateLike, as_of_day, rolling_cutoffs
 from crmscore.features.behaviour import behaviour_features
 from crmscore.features.btyd import btyd_summary
 from crmscore.features.labels import churn_labels, lead_labels
@@ -31,8 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DateLike = date | datetime | str | pd.Timestamp
 
 
 def _customer_exclusions(cfg: Config) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ import pandas as pd
 from crmscore.config import Config, PromotionConfig, redact_url
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
+from crmscore.core.serial import jsonable
 
 __all__ = [
     "MODEL_KINDS",
@@ -122,20 +123,8 @@ class TrainResult:
             "parent_run_id": self.parent_run_id,
             "git_commit": self.git_commit,
             "data": self.data,
-            "models": {k: _jsonable(asdict(v)) for k, v in self.models.items()},
+            "models": {k: jsonable(asdict(v)) for k, v in self.models.items()},
         }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 # ------------------------------------------------------------------------------------------

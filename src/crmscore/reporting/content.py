@@ -23,7 +23,6 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,8 @@ from matplotlib.figure import Figure
 
 from crmscore.config import Config
 from crmscore.core.schema import CRMData
-from crmscore.core.time import as_of_day, cutoff_end
+from crmscore.core.serial import jsonable
+from crmscore.core.time import DateLike, as_of_day, cutoff_end
 from crmscore.reporting.kpis import (
     KPI_DEFINITIONS,
     KPI_LABELS,
@@ -55,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DateLike = date | datetime | str | pd.Timestamp
 
 #: Section keys and headings, in order (every one is always present).
 SECTIONS: dict[str, str] = {
@@ -172,27 +171,6 @@ def _signed_pct(x: Any) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "no previous value"
     return f"{'+' if x >= 0 else '−'}{abs(100 * x):.1f} % vs previous period"
-
-
-def jsonable(obj: Any) -> Any:
-    """Convert numpy/pandas scalars, frames and timestamps to JSON types (NaN and inf → None)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, pd.DataFrame):
-        return {str(i): jsonable(r) for i, r in zip(obj.index, obj.to_dict(orient="records"), strict=True)}
-    if isinstance(obj, pd.Series):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, pd.Timestamp | datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is pd.NaT or obj is pd.NA:
-        return None
-    return obj
 
 
 def _axes(title: str, figsize: tuple[float, float] = (6.4, 3.3)) -> tuple[Figure, Any]:

@@ -30,7 +30,6 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -38,7 +37,7 @@ import pandas as pd
 
 from crmscore.config import ReportConfig
 from crmscore.core.schema import EVENT_TIME, CRMData
-from crmscore.core.time import as_of_day, cutoff_end
+from crmscore.core.time import DateLike, as_of_day, cutoff_end
 from crmscore.features.btyd import btyd_summary, purchase_mask
 from crmscore.features.rfm import RFM_SEGMENTS, rfm_scores
 
@@ -78,7 +77,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DateLike = date | datetime | str | pd.Timestamp
 Freq = Literal["month", "quarter"]
 _PANDAS_FREQ: dict[str, str] = {"month": "M", "quarter": "Q"}
 _KNOWN_AT = "_kpis_known_at"

@@ -53,11 +53,9 @@ the only costly term) depends on ``(x, T)`` only, so ``hyp2f1`` is evaluated on 
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import math
-import platform
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +65,9 @@ import pandas as pd
 from scipy import optimize
 from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 from sklearn.base import BaseEstimator
+
+from crmscore.core.serial import package_versions
+from crmscore.core.time import DAYS_PER_UNIT
 
 __all__ = [
     "BGNBD_PARAMS",
@@ -94,8 +95,6 @@ logger = logging.getLogger(__name__)
 #: Parameter names, in the literature's order.
 BGNBD_PARAMS: tuple[str, ...] = ("r", "alpha", "a", "b")
 GG_PARAMS: tuple[str, ...] = ("p", "q", "v")
-#: Days per unit of the summary's time axis (same as ``crmscore.core.time.DAYS_PER_UNIT``).
-_DAYS_PER_UNIT: dict[str, float] = {"day": 1.0, "week": 7.0}
 #: An exact average (Julian) month in days.
 DAYS_PER_MONTH: float = 365.25 / 12.0
 #: lifetimes' month length per time unit in ``_customer_lifetime_value`` (``freq`` "D" → 30, "W" → 4.345).
@@ -123,10 +122,10 @@ def monthly_discount_rate(discount_rate_annual: float) -> float:
 
 def _month_length(time_unit: str, month_convention: str) -> float:
     """Length of one month in the model's time unit."""
-    if time_unit not in _DAYS_PER_UNIT:
+    if time_unit not in DAYS_PER_UNIT:
         raise ValueError(f"time_unit must be 'day' or 'week', got {time_unit!r}")
     if month_convention == "exact":
-        return DAYS_PER_MONTH / _DAYS_PER_UNIT[time_unit]
+        return DAYS_PER_MONTH / DAYS_PER_UNIT[time_unit]
     if month_convention == "lifetimes":
         return LIFETIMES_MONTH_FACTOR[time_unit]
     raise ValueError(f"month_convention must be 'exact' or 'lifetimes', got {month_convention!r}")
@@ -1222,7 +1221,7 @@ class ClvModel(BaseEstimator):
             "init_params": self.get_params(),
             "units": {
                 "time_unit": self.time_unit,
-                "days_per_time_unit": _DAYS_PER_UNIT[self.time_unit],
+                "days_per_time_unit": DAYS_PER_UNIT[self.time_unit],
                 "month_convention": self.month_convention,
                 "month_length_in_time_units": self.month_length(),
                 "horizon_months": self.horizon_months,
@@ -1242,7 +1241,7 @@ class ClvModel(BaseEstimator):
             },
             "diagnostics": self.diagnostics_,
             "n_customers": self.n_customers_,
-            "versions": _versions(),
+            "versions": package_versions(),
         }
 
     @classmethod
@@ -1361,16 +1360,6 @@ def _warn_units(T: np.ndarray, time_unit: str) -> None:
 
 def _fmt(d: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in d.items())
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("crmscore", "numpy", "scipy", "pandas", "lifetimes"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
 
 
 # --------------------------------------------------------------------------------------------
