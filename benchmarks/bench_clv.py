@@ -54,7 +54,7 @@ def main() -> None:
     from lifetimes import BetaGeoFitter, GammaGammaFitter
     from lifetimes.utils import summary_data_from_transaction_data
 
-    from crmscore.estimators.clv.model import (
+    from crmscore.estimators.clv import (
         ClvModel,
         fit_bgnbd,
         fit_gamma_gamma,

@@ -261,7 +261,7 @@ def baselines(
 
 def _spy_features(store: dict[str, pd.DataFrame]) -> Any:
     """Wrap ``build_feature_table`` to keep the replay's feature table for the baselines."""
-    import crmscore.pipelines.features as feats
+    import crmscore.features.tables as feats
 
     real = feats.build_feature_table
 
@@ -334,7 +334,7 @@ def main() -> None:
             try:
                 again, t_again, _ = score_job(cfg, args.as_of, root)
             finally:
-                import crmscore.pipelines.features as feats
+                import crmscore.features.tables as feats
 
                 feats.build_feature_table = real
             print_stages(

@@ -33,23 +33,25 @@ from sklearn.base import clone
 from crmscore.config import ChurnConfig, Config
 from crmscore.core.schema import CRMData
 from crmscore.core.time import cutoff_end
+from crmscore.estimators.backtest import out_of_time_split
 from crmscore.estimators.churn import (
     CalibratedChurnModel,
-    FramePreparer,
+    bgnbd_probability_no_purchase,
+    evaluate_churn,
+    risk_band,
+)
+from crmscore.estimators.classifier import FramePreparer
+from crmscore.estimators.gates import (
     LeakageError,
     ModelGateError,
     TooFewPositivesError,
     WindowOverlapError,
-    bgnbd_probability_no_purchase,
     check_no_overlap,
-    evaluate_churn,
-    out_of_time_split,
-    risk_band,
-    snapshot_churn_set,
 )
 from crmscore.evaluation.binary import binary_metrics
+from crmscore.features.snapshot import snapshot_churn_set
+from crmscore.features.tables import build_churn_training_set
 from crmscore.ingest.synth import generate
-from crmscore.pipelines.features import build_churn_training_set
 
 LAST_CUTOFF = "2025-09-30"
 FAST = {"n_estimators": 100, "num_leaves": 15, "min_child_samples": 50, "n_jobs": 1}
@@ -121,18 +123,22 @@ def test_contributions_add_up_to_raw_score(inactivity):
 
 
 def test_reasons_only_for_actionable_rows(inactivity):
+    from crmscore.estimators.reasons import rows_to_explain
+
     frame, report = inactivity
-    model = report.model
     X = frame.drop(columns=["churn"]).iloc[:400]
-    model = model.set_params(
-        risk_thresholds={"high": 0.9, "medium": 0.8}, explain_bands=("high",), n_reasons=3
-    )
+    model = clone(report.model).set_params(thresholds={"high": 0.9, "medium": 0.8})
+    model.__dict__.update({k: v for k, v in report.model.__dict__.items() if k.endswith("_")})
     out = model.predict_frame(X)
-    high = out["churn_risk"] == "high"
+    assert list(out.columns) == ["churn_probability", "churn_risk"]
+    high = (out["churn_risk"] == "high").to_numpy()
     assert high.any() and (~high).any()
-    assert out.loc[high.to_numpy(), "top_reasons"].notna().all()
-    assert out.loc[~high.to_numpy(), "top_reasons"].isna().all()
-    reasons = json.loads(out.loc[high.to_numpy(), "top_reasons"].iloc[0])
+    p = out["churn_probability"].to_numpy()
+    mask = rows_to_explain(p, groups=out["churn_risk"].to_numpy(), explain_groups=("high",))
+    np.testing.assert_array_equal(mask, high)
+    texts = model.reasons_json(X[mask], n=3)
+    assert len(texts) == int(mask.sum()) and all(t is not None for t in texts)
+    reasons = json.loads(texts[0])
     assert 1 <= len(reasons) <= 6
     for r in reasons:
         assert set(r) == {"feature", "label", "value", "direction", "contribution"}
@@ -141,12 +147,8 @@ def test_reasons_only_for_actionable_rows(inactivity):
     if "recency_days" in labels:
         assert labels["recency_days"] == "Days since last purchase"
     # top_n explains the N highest probabilities even outside the bands
-    top = model.set_params(explain_bands=(), explain_top_n=5).predict_frame(X)
-    assert top["top_reasons"].notna().sum() == 5
-    assert (
-        top["churn_probability"][top["top_reasons"].notna()].min()
-        >= top["churn_probability"].nlargest(5).min()
-    )
+    top = rows_to_explain(p, groups=out["churn_risk"].to_numpy(), explain_groups=(), top_n=5)
+    assert top.sum() == 5 and p[top].min() >= np.sort(p)[-5]
 
 
 def test_isotonic_calibration_on_the_later_window(inactivity):

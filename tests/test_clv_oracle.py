@@ -1,4 +1,4 @@
-"""Oracle and equivalence tests of crmscore.estimators.clv.model on lifetimes' bundled CDNOW sample.
+"""Oracle and equivalence tests of crmscore.estimators.clv on lifetimes' bundled CDNOW sample.
 
 Published values: Fader, Hardie & Lee (2005a) BG/NBD r=0.243, alpha=4.414, a=0.793, b=2.426,
 LL=-9582.4; Fader & Hardie (2013) Gamma-Gamma p=6.25, q=3.74, v=15.44 (calibration period to
@@ -18,7 +18,7 @@ from lifetimes.utils import calibration_and_holdout_data
 from sklearn.base import clone
 
 from crmscore.config import ClvConfig
-from crmscore.estimators.clv.model import (
+from crmscore.estimators.clv import (
     DAYS_PER_MONTH,
     ClvFitError,
     ClvModel,
@@ -311,7 +311,7 @@ def test_fit_failure_raises_actionable_error(summary: pd.DataFrame, monkeypatch)
             nfev=1,
         )
 
-    monkeypatch.setattr("crmscore.estimators.clv.model.optimize.minimize", failing)
+    monkeypatch.setattr("crmscore.estimators.clv.optimize.minimize", failing)
     with pytest.raises(ClvFitError, match="penalizer") as exc:
         fit_bgnbd(summary["frequency"], summary["recency"], summary["T"], n_starts=3)
     assert "3 starting points" in str(exc.value) and "time unit" in str(exc.value)
@@ -378,7 +378,7 @@ def test_plots_return_figures(model: ClvModel, cal_holdout: pd.DataFrame, cdnow_
 
 
 def test_bgnbd_analytic_hessian_matches_finite_differences(summary: pd.DataFrame) -> None:
-    from crmscore.estimators.clv import model as clv
+    from crmscore.estimators.clv import optimize as clv
 
     x, tx, T = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
     data = clv._BgnbdData(x, tx / T.max(), T / T.max(), np.ones(len(x)))
@@ -392,12 +392,12 @@ def test_bgnbd_analytic_hessian_matches_finite_differences(summary: pd.DataFrame
 
 def test_bgnbd_subsample_start_then_newton_gives_the_same_fit(summary: pd.DataFrame, monkeypatch) -> None:
     """The large-data path (BFGS on a thinned subsample, Newton on all tuples) = the direct fit."""
-    from crmscore.estimators.clv import model as clv
+    from crmscore.estimators import clv
 
     args = [summary[c] for c in ("frequency", "recency", "T")]
     direct = fit_bgnbd(*args)
     assert direct["start_sample_fraction"] == 1.0
-    monkeypatch.setattr(clv, "_BGNBD_START_TUPLES", 200)
+    monkeypatch.setattr("crmscore.estimators.clv.optimize._BGNBD_START_TUPLES", 200)
     sub = fit_bgnbd(*args)
     assert sub["start_sample_fraction"] < 0.5 and sub["converged"] and sub["newton_iterations"] >= 1
     for k in ("r", "alpha", "a", "b"):
@@ -418,7 +418,7 @@ def test_prediction_intervals_do_not_depend_on_threads(model: ClvModel, summary:
 
 @pytest.mark.parametrize("n_draws", [1, 2, 7, 200, 201])
 def test_quantiles_by_sort_equal_numpy_bit_for_bit(n_draws: int) -> None:
-    from crmscore.estimators.clv.model import _quantiles
+    from crmscore.estimators.clv.intervals import _quantiles
 
     rng = np.random.default_rng(n_draws)
     for trial in range(12):
@@ -438,7 +438,7 @@ def test_quantiles_by_sort_equal_numpy_bit_for_bit(n_draws: int) -> None:
 def test_prediction_intervals_equal_those_of_np_quantile(
     model: ClvModel, summary: pd.DataFrame, monkeypatch
 ) -> None:
-    import crmscore.estimators.clv.model as clv
+    import crmscore.estimators.clv.intervals as clv
 
     fast = model.predict_interval(summary, n_bootstrap=60)
     monkeypatch.setattr(clv, "_quantiles", lambda a, qs: np.quantile(a, qs, axis=0))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from crmscore.estimators.clv.model import BGNBD_PARAMS, GG_PARAMS, ClvModel
+from crmscore.estimators.clv import BGNBD_PARAMS, GG_PARAMS, ClvModel
 
 synth = pytest.importorskip("crmscore.ingest.synth")
 

@@ -9,8 +9,8 @@ import pytest
 from crmscore.config import Config
 from crmscore.core.ids import decode_index, encode_ids, id_index, isin, sorted_unique
 from crmscore.core.schema import CRMData
+from crmscore.features import tables as feature_pipeline
 from crmscore.ingest.synth import generate
-from crmscore.pipelines import features as feature_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_scoring_leaves_out_open_leads_past_their_conversion_window(
     leads = crm.leads
     open_ = (leads["created_at"] < end) & ~(leads["converted_at"] < end)
     running = leads["created_at"] + pd.Timedelta(days=cfg.leads.conversion_window_days) >= end
-    with caplog.at_level(logging.INFO, logger="crmscore.pipelines.features"):
+    with caplog.at_level(logging.INFO, logger="crmscore.features.tables"):
         scored = feature_pipeline.build_lead_features(crm, "2025-12-31", cfg)
     assert set(scored.index) == set(leads.loc[open_ & running, "lead_id"])
     n_stale = int((open_ & ~running).sum())

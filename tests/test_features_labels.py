@@ -9,12 +9,12 @@ import pytest
 from crmscore.config import ChurnConfig, Config, LeadsConfig
 from crmscore.core.schema import CRMData
 from crmscore.features.labels import churn_labels, lead_labels
-from crmscore.pipelines.features import (
+from crmscore.features.tables import (
     build_churn_training_set,
     build_feature_table,
     build_lead_training_set,
-    write_feature_table,
 )
+from crmscore.pipelines.features import write_feature_table
 
 AS_OF = "2024-03-31"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from crmscore.config import Config
 from crmscore.core.schema import CRMData
-from crmscore.pipelines.features import build_feature_table, build_lead_features
+from crmscore.features.tables import build_feature_table, build_lead_features
 
 AS_OF = "2024-03-31"
 START = pd.Timestamp("2024-01-01", tz="UTC")

@@ -407,3 +407,50 @@ def test_quarterly_kpis():
     assert row["customers_start"] == 0 and math.isnan(row["retention_rate"])
     assert row["customers_end"] == 3  # A, C, D
     assert row["cac"] == pytest.approx(500 / 6)
+
+
+# --- absent tables: NaN or empty, never an error ---------------------------------------------
+
+
+def test_kpis_without_a_table_are_nan_or_empty():
+    d = _data()
+    only_customers = CRMData(customers=d.customers)
+    for f in (revenue, revenue_growth, historical_ltv, average_sales_cycle_days, cac):
+        assert math.isnan(f(only_customers, MARCH, AS_OF)), f.__name__
+    assert math.isnan(predicted_ltv(only_customers, MARCH, AS_OF, _FlatClv()))
+    assert math.isnan(arpu(only_customers, MARCH, AS_OF, CONTRACT))
+    assert math.isnan(ltv_to_cac(only_customers, MARCH, AS_OF))
+    assert all(math.isnan(v) for v in revenue_bridge(only_customers, MARCH, AS_OF).values())
+    assert math.isnan(top_customer_revenue_share(only_customers, MARCH, AS_OF))
+    for f in (qualified_leads, lead_velocity_rate, lead_conversion_rate):
+        assert math.isnan(f(only_customers, MARCH, AS_OF, ACTIVITY)), f.__name__
+    assert cac_by_channel(only_customers, MARCH, AS_OF).empty
+    assert rfm_segments(only_customers, AS_OF).empty
+    # contractual: customers are known from created_at/churned_at alone
+    assert customer_counts(only_customers, MARCH, AS_OF, CONTRACT) == customer_counts(
+        d, MARCH, AS_OF, CONTRACT
+    )
+    # activity: who is active is unknown without purchases (N still is known)
+    counts = customer_counts(only_customers, MARCH, AS_OF, ACTIVITY)
+    assert counts["new_customers"] == 2
+    assert all(math.isnan(counts[k]) for k in ("customers_start", "customers_end", "lost_customers"))
+    assert math.isnan(churn_rate(only_customers, MARCH, AS_OF, ACTIVITY))
+
+
+@pytest.mark.parametrize(
+    "tables",
+    [{"customers"}, {"transactions"}, {"customers", "transactions"}, set()],
+    ids=["customers", "transactions", "customers+transactions", "nothing"],
+)
+@pytest.mark.parametrize("cfg", [CONTRACT, ACTIVITY], ids=["contractual", "activity"])
+def test_compute_kpis_with_tables_missing(tables, cfg):
+    d = _data()
+    data = CRMData(**{t: d.get(t) for t in tables})
+    res = compute_kpis(data, AS_OF, cfg.model_copy(update={"n_periods": 2}), model=_FlatClv(), rfm_bins=2)
+    assert list(res.table.index) == ["2025-02", "2025-03"]
+    row = res.table.loc["2025-03"]
+    if "transactions" not in tables:
+        assert math.isnan(row["revenue"]) and math.isnan(row["predicted_ltv"]) and res.segments.empty
+    else:
+        assert row["revenue"] == pytest.approx(380.0)
+    assert math.isnan(row["cac"]) and math.isnan(row["qualified_leads"]) and res.cac_by_channel.empty

@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from crmscore.config import config_from_mapping
+from crmscore.features.tables import build_lead_features
 from crmscore.ingest import synth
 from crmscore.ingest.validation import load_validated, score_lead_scope
 from crmscore.io.crm import LeadScope, create_engine, write_sql_tables
-from crmscore.pipelines.features import build_lead_features
 
 AS_OF = date(2025, 12, 31)
 

@@ -24,15 +24,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from sklearn.base import clone
 
 from crmscore.config import Config, LeadsConfig
 from crmscore.core.schema import CRMData
 from crmscore.core.time import cutoff_end
-from crmscore.estimators.churn import TooFewPositivesError, WindowOverlapError
+from crmscore.estimators.gates import TooFewPositivesError, WindowOverlapError
 from crmscore.estimators.leads import LeadScoringModel, evaluate_leads, lead_grade, lead_score
 from crmscore.evaluation.binary import binary_metrics
+from crmscore.features.tables import build_lead_training_set
 from crmscore.ingest.synth import generate
-from crmscore.pipelines.features import build_lead_training_set
 
 LAST_CUTOFF = "2025-09-30"
 FAST = {"n_estimators": 150, "num_leaves": 7, "min_child_samples": 50, "n_jobs": 1}
@@ -92,19 +93,25 @@ def test_score_and_grade():
 
 
 def test_predict_frame_scores_grades_and_reasons(leads):
+    from crmscore.estimators.reasons import rows_to_explain
+
     frame, report = leads
     X = frame.drop(columns=["converted"]).sample(1000, random_state=0)
     a_cut = float(np.percentile(report.model.predict_score(X), 95))
     grades = {"A": a_cut, "B": a_cut / 2, "C": a_cut / 4}
-    model = report.model.set_params(grade_thresholds=grades, explain_grades=("A",))
+    model = clone(report.model).set_params(thresholds=grades)
+    model.__dict__.update({k: v for k, v in report.model.__dict__.items() if k.endswith("_")})
     out = model.predict_frame(X)
-    assert list(out.columns) == ["conversion_probability", "lead_score", "lead_grade", "top_reasons"]
+    assert list(out.columns) == ["conversion_probability", "lead_score", "lead_grade"]
     assert out["lead_score"].between(0, 100).all()
     np.testing.assert_array_equal(out["lead_score"], np.floor(100 * out["conversion_probability"] + 0.5))
     a = (out["lead_grade"] == "A").to_numpy()
     assert a.any()
-    assert out.loc[a, "top_reasons"].notna().all() and out.loc[~a, "top_reasons"].isna().all()
-    first = json.loads(out.loc[a, "top_reasons"].iloc[0])
+    mask = rows_to_explain(
+        out["conversion_probability"].to_numpy(), groups=out["lead_grade"], explain_groups=("A",)
+    )
+    np.testing.assert_array_equal(mask, a)
+    first = json.loads(model.reasons_json(X[a])[0])
     assert {r["direction"] for r in first} <= {"increases", "decreases"}
     np.testing.assert_allclose(model.contributions(X).sum(axis=1).to_numpy(), model.raw_score(X), atol=1e-6)
 
@@ -128,5 +135,5 @@ def test_too_few_conversions_is_refused(leads):
 def test_from_config_reads_the_leads_block():
     model = LeadScoringModel.from_config(LeadsConfig(grade_thresholds={"A": 60, "B": 40, "C": 20}))
     params = model.get_params()
-    assert params["grade_thresholds"] == {"A": 60, "B": 40, "C": 20}
+    assert params["thresholds"] == {"A": 60, "B": 40, "C": 20}
     assert params["min_positives"] == 120 and params["label_horizon_days"] is None

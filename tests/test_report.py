@@ -1,9 +1,15 @@
-"""The HTML + JSON report: every section filled, self-contained, escaped, numbers equal to the KPIs."""
+"""The HTML + JSON report: every section filled, self-contained, escaped, numbers equal to the KPIs.
+
+The report fits no model (``crmscore.reporting``); the quick models come from the pipeline
+(``crmscore.pipelines.report.report_content``). Absent tables give "no data" notes, not empty charts.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -13,14 +19,10 @@ import pytest
 from crmscore.config import ChurnConfig, Config, ReportConfig
 from crmscore.core.schema import CRMData
 from crmscore.ingest.synth import generate
-from crmscore.reporting.content import (
-    SECTIONS,
-    FigureBlock,
-    TableBlock,
-    _fit_clv_at,
-    build_report,
-    write_report,
-)
+from crmscore.pipelines.report import fit_clv_at, report_content
+from crmscore.reporting.build import build_report
+from crmscore.reporting.content import SECTIONS, FigureBlock, TableBlock
+from crmscore.reporting.html import write_report
 from crmscore.reporting.kpis import compute_kpis
 
 AS_OF = "2025-12-31"
@@ -71,7 +73,7 @@ def data() -> CRMData:
 @pytest.fixture(scope="module")
 def standalone(data, tmp_path_factory):
     cfg = _cfg()
-    content = build_report(data, AS_OF, cfg)
+    content = report_content(data, AS_OF, cfg)
     folder = tmp_path_factory.mktemp("report")
     html_path, json_path = write_report(content, folder / "r.html", folder / "sub" / "r.json")
     return (
@@ -115,7 +117,7 @@ def test_html_is_self_contained(standalone):
 
 def test_json_numbers_match_the_kpi_functions(standalone, data):
     cfg, _, _, numbers = standalone
-    clv = _fit_clv_at(data, pd.Timestamp(AS_OF, tz="UTC"), cfg)
+    clv = fit_clv_at(data, pd.Timestamp(AS_OF, tz="UTC"), cfg)
     ref = compute_kpis(data, AS_OF, cfg.report, model=clv, rfm_bins=cfg.features.rfm_bins)
     assert list(numbers["kpis"]) == list(ref.table.index)
     for period, row in ref.table.drop(columns=["period_start", "period_end"]).iterrows():
@@ -204,7 +206,7 @@ SUMMARY = {
 def test_with_model_summary_and_scores(data, tmp_path):
     cfg = _cfg()
     scores = _scores(data)
-    content = build_report(data, AS_OF, cfg, model_summary=SUMMARY, scores=scores)
+    content = report_content(data, AS_OF, cfg, model_summary=SUMMARY, scores=scores)
     h, j = write_report(content, tmp_path / "r.html", tmp_path / "r.json")
     html = h.read_text(encoding="utf-8")
     numbers = json.loads(j.read_text(encoding="utf-8"))
@@ -246,8 +248,8 @@ def test_report_ignores_rows_after_as_of(data):
     late = CRMData(
         **{**data.tables(), "transactions": pd.concat([data.transactions, late_tx], ignore_index=True)}
     )
-    a = build_report(data, AS_OF, cfg, model_summary=SUMMARY, scores=scores).numbers
-    b = build_report(late, AS_OF, cfg, model_summary=SUMMARY, scores=scores).numbers
+    a = report_content(data, AS_OF, cfg, model_summary=SUMMARY, scores=scores).numbers
+    b = report_content(late, AS_OF, cfg, model_summary=SUMMARY, scores=scores).numbers
     assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
@@ -255,7 +257,7 @@ def test_minimal_data_still_renders(tmp_path):
     """Customers (id only) and transactions of 60 customers: models refuse, the report explains why."""
     s = generate(60, seed=2)
     data = CRMData(customers=s.tables["customers"][["customer_id"]], transactions=s.tables["transactions"])
-    content = build_report(data, AS_OF, Config(report=ReportConfig(n_periods=3)))
+    content = report_content(data, AS_OF, Config(report=ReportConfig(n_periods=3)))
     assert [sec.key for sec in content.sections] == list(SECTIONS)
     notes = [b for sec in content.sections for b in sec.blocks if isinstance(b, str)]
     assert any("churn model check could not be computed" in n and "min_rows" in n for n in notes)
@@ -263,3 +265,122 @@ def test_minimal_data_still_renders(tmp_path):
     numbers = json.loads(j.read_text(encoding="utf-8"))
     assert numbers["kpis"]["2025-12"]["cac"] is None  # no marketing_spend table
     assert "How each number is defined" in h.read_text(encoding="utf-8")
+
+
+# --- absent tables: "no data" notes, never empty charts or NaN ----------------------------------
+
+
+def _reject_nan(token: str) -> float:
+    raise AssertionError(f"JSON holds {token}")
+
+
+def _assert_finite(obj: object, path: str = "numbers") -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _assert_finite(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _assert_finite(v, f"{path}[{i}]")
+    elif isinstance(obj, float):
+        assert np.isfinite(obj), path
+
+
+def _written(content, folder) -> tuple[str, dict]:
+    h, j = write_report(content, folder / "r.html", folder / "r.json")
+    numbers = json.loads(j.read_text(encoding="utf-8"), parse_constant=_reject_nan)
+    _assert_finite(numbers)
+    return h.read_text(encoding="utf-8"), numbers
+
+
+def _section(content, key: str):
+    return next(s for s in content.sections if s.key == key)
+
+
+def _small_cfg(**report) -> Config:
+    return Config(report=ReportConfig(n_periods=4, top_n=10, **report))
+
+
+@pytest.fixture(scope="module")
+def small() -> CRMData:
+    return CRMData(**generate(300, seed=5).tables)
+
+
+def test_customers_and_transactions_only(small, tmp_path):
+    """No leads, marketing spend or support tickets: the lead and cost charts become notes."""
+    data = CRMData(customers=small.customers, transactions=small.transactions)
+    content = report_content(data, AS_OF, _small_cfg())
+    html, numbers = _written(content, tmp_path)
+    assert [s.key for s in content.sections] == list(SECTIONS)
+    assert numbers["absent_tables"] == ["leads", "marketing_spend", "support_tickets"]
+    assert "no data: leads not in this CRM" in html
+    assert "no data: marketing_spend not in this CRM" in html
+    acquisition = _section(content, "acquisition")
+    assert not any(isinstance(b, FigureBlock | TableBlock) for b in acquisition.blocks)
+    assert acquisition.blocks == [
+        "no data: marketing_spend not in this CRM "
+        "(not shown: Acquisition cost, Value for money, Acquisition cost by channel)",
+        "no data: leads not in this CRM (not shown: Qualified leads, Lead conversion, Sales cycle)",
+    ]
+    summary = _section(content, "summary")
+    assert "Acquisition cost (CAC)" not in {getattr(b, "label", "") for b in summary.blocks}
+    # what has its data is still drawn: every revenue chart, the segments
+    assert len([b for b in _section(content, "revenue").blocks if isinstance(b, FigureBlock)]) == 5
+    assert any(isinstance(b, FigureBlock) for b in _section(content, "segments").blocks)
+    last = numbers["kpis"]["2025-12"]
+    assert last["cac"] is None and last["qualified_leads"] is None and last["revenue"] > 0
+
+
+@pytest.mark.parametrize("definition", ["activity", "contractual"])
+def test_customers_only_with_a_churn_label(small, tmp_path, definition):
+    """Customers (attributes and a boolean churn label) without transactions: no purchase-based block."""
+    customers = small.customers.assign(churn=small.customers["churned_at"].notna())
+    data = CRMData(customers=customers)
+    cfg = Config(
+        report=ReportConfig(n_periods=4, top_n=10, customer_definition=definition),
+        churn=ChurnConfig(definition="label"),
+    )
+    content = report_content(data, AS_OF, cfg)
+    html, numbers = _written(content, tmp_path)
+    assert [s.key for s in content.sections] == list(SECTIONS)
+    assert "no data: transactions not in this CRM" in html
+    assert "could not be computed" not in html
+    for key in ("revenue", "quality", "at_risk", "segments"):
+        blocks = _section(content, key).blocks
+        assert blocks and all(isinstance(b, str) and b.startswith("no data") for b in blocks), key
+    customers_section = _section(content, "customers").blocks
+    if definition == "activity":  # active means "bought recently": unknown without transactions
+        assert customers_section == [
+            "no data: transactions not in this CRM (not shown: Customer base, Customers won and lost, "
+            "Retention and churn, Customer growth)"
+        ]
+        assert numbers["kpis"]["2025-12"]["customers_end"] is None
+    else:  # contractual: created_at and churned_at are enough
+        assert all(isinstance(b, FigureBlock) for b in customers_section)
+        assert numbers["kpis"]["2025-12"]["customers_end"] > 0
+    assert numbers["kpis"]["2025-12"]["revenue"] is None
+    assert numbers["segments"] == {} and "at_risk" not in numbers
+    assert numbers["model_quality"] == {"source": "standalone quick models"}
+
+
+def test_build_report_fits_nothing(small):
+    """Without quick-model results the report says so instead of fitting models itself."""
+    data = CRMData(customers=small.customers, transactions=small.transactions)
+    content = build_report(data, AS_OF, _small_cfg())
+    notes = [b for s in content.sections for b in s.blocks if isinstance(b, str)]
+    assert "no data: no churn model check was given to this report." in notes
+    assert "no data: no lifetime-value holdout check was given to this report." in notes
+    assert any("predicted lifetime value not shown" in n for n in notes)
+    assert any(n.startswith("no data: no scores and no churn model") for n in notes)
+    assert content.numbers["kpis"]["2025-12"]["predicted_ltv"] is None
+
+
+def test_reporting_imports_point_down():
+    """crmscore.reporting imports no pipeline, I/O or tracking module."""
+    code = (
+        "import sys\n"
+        "import crmscore.reporting.build, crmscore.reporting.html\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('crmscore.pipelines', 'crmscore.io', "
+        "'crmscore.tracking')))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -111,7 +111,7 @@ def test_cli_scores_every_customer_and_writes_outputs(trained, env, monkeypatch,
 
 
 def test_written_score_equals_the_registered_pyfunc(trained, env):
-    from crmscore.pipelines.features import build_feature_table, build_lead_features
+    from crmscore.features.tables import build_feature_table, build_lead_features
     from crmscore.tracking import TrackingSession, load_pyfunc, prepare_input
 
     root, params, _ = trained
@@ -120,13 +120,15 @@ def test_written_score_equals_the_registered_pyfunc(trained, env):
     features = build_feature_table(data, AS_OF, cfg)
     with TrackingSession(cfg.tracking):
         model = load_pyfunc(f"models:/{cfg.tracking.registered_names.churn}@champion")
-        expected = model.predict(prepare_input(model.unwrap_python_model().bundle, features))
+        w = model.unwrap_python_model()
+        expected = model.predict(prepare_input(w.spec, w.model, features))
         leads = load_pyfunc(f"models:/{cfg.tracking.registered_names.leads}@champion")
         lead_features = build_lead_features(data, AS_OF, cfg)
-        lead_expected = leads.predict(prepare_input(leads.unwrap_python_model().bundle, lead_features))
+        w = leads.unwrap_python_model()
+        lead_expected = leads.predict(prepare_input(w.spec, w.model, lead_features))
     expected.index = features.index
     got = written.loc[features.index, "churn_probability"].astype(float)
-    # bit for bit: the pipeline scores with the bundle the pyfunc's predict calls
+    # bit for bit: the pipeline scores with the estimator the pyfunc's predict calls
     np.testing.assert_array_equal(got.to_numpy(), expected["churn_probability"].to_numpy())
     written_leads = _tables(cfg)["lead_scores"].set_index("lead_id").loc[lead_features.index]
     np.testing.assert_array_equal(
@@ -152,7 +154,7 @@ def test_replay_changes_nothing(trained, env):
 
 
 def test_missing_model_input_column_fails_naming_it_and_writes_nothing(trained, env, monkeypatch):
-    import crmscore.pipelines.features as feats
+    import crmscore.features.tables as feats
 
     root, params, _ = trained
     cfg = config_from_mapping(params)

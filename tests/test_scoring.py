@@ -261,11 +261,11 @@ def test_real_model_outputs_assemble_write_and_rank(tmp_path):
     from crmscore.config import ChurnConfig, Config
     from crmscore.core.schema import CRMData
     from crmscore.estimators.churn import CalibratedChurnModel
-    from crmscore.estimators.clv.model import ClvModel
+    from crmscore.estimators.clv import ClvModel
+    from crmscore.features.tables import build_churn_training_set, build_feature_table
     from crmscore.ingest.synth import generate
     from crmscore.io.crm import create_engine
     from crmscore.io.scores import read_scores, write_scores
-    from crmscore.pipelines.features import build_churn_training_set, build_feature_table
     from crmscore.scoring.worklist import build_worklist
 
     synth = generate(1000, seed=3, leads_per_customer=0.5)
@@ -289,8 +289,12 @@ def test_real_model_outputs_assemble_write_and_rank(tmp_path):
     feats = build_feature_table(data, "2025-09-30", cfg)
     summary = feats.loc[feats["frequency"].notna(), ["frequency", "recency", "T", "monetary_value"]]
     clv = ClvModel(n_bootstrap=20).fit(summary)
+    churn_out = model.predict_frame(feats)
+    risky = churn_out["churn_risk"].isin(["high", "medium"]).to_numpy()
+    reasons = pd.Series(model.reasons_json(feats[risky]), index=feats.index[risky], dtype=object)
+    churn_out["top_reasons"] = reasons.reindex(feats.index)
     out = assemble_customer_scores(
-        feats, model.predict_frame(feats), clv.predict(summary), clv.predict_interval(summary),
+        feats, churn_out, clv.predict(summary), clv.predict_interval(summary),
         as_of="2025-09-30", run_id="it-1", model_versions=VERSIONS, scored_at=SCORED_AT, previous=None,
         cfg=cfg.scoring,
     )  # fmt: skip

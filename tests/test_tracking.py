@@ -13,15 +13,8 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ChurnConfig, Config, TrackingConfig
-from crmscore.tracking import (
-    ClassifierBundle,
-    TrackingSession,
-    load_bundle,
-    prepare_input,
-    rollback,
-    save_classifier_bundle,
-    save_clv_bundle,
-)
+from crmscore.estimators.specs import SPECS, load_model
+from crmscore.tracking import TrackingSession, prepare_input, rollback
 
 FAST = {"n_estimators": 30, "num_leaves": 7, "n_jobs": 1, "min_rows": 200, "min_positives": 30}
 
@@ -38,14 +31,14 @@ def synth_data():
 
 @pytest.fixture(scope="module")
 def churn_frame(synth_data):
-    from crmscore.pipelines.features import build_churn_training_set
+    from crmscore.features.tables import build_churn_training_set
 
     return build_churn_training_set(synth_data, "2025-10-02", Config(), observed_until="2025-12-31")
 
 
 @pytest.fixture(scope="module")
 def clv_model(synth_data):
-    from crmscore.estimators.clv.model import ClvModel
+    from crmscore.estimators.clv import ClvModel
     from crmscore.features.btyd import btyd_summary
 
     summary = btyd_summary(synth_data.transactions, "2025-12-31", time_unit="week")
@@ -59,31 +52,46 @@ def test_classifier_bundle_reproduces_the_fitted_model(churn_frame, tmp_path, ca
     X = churn_frame.drop(columns=["churn"])
     model = CalibratedChurnModel.from_config(ChurnConfig(calibration=calibration, **FAST))
     model.fit(X, churn_frame["churn"])
-    path = save_classifier_bundle(model, "churn", tmp_path / "b", {"high": 0.5, "medium": 0.25})
+    spec = SPECS["churn"]
+    path = spec.save(model, tmp_path / "b")
     assert {p.name for p in path.iterdir()} == {"booster.txt", "model.json"}
-    bundle = load_bundle(path)
-    assert isinstance(bundle, ClassifierBundle)
-    expected = model.predict_proba(X)[:, 1]
-    np.testing.assert_array_equal(bundle.raw_score(X), model.raw_score(X))
-    if calibration == "sigmoid":
-        np.testing.assert_array_equal(bundle.predict_proba(X), expected)
-    else:  # np.interp vs scipy interp1d between the same thresholds
-        np.testing.assert_allclose(bundle.predict_proba(X), expected, rtol=0, atol=1e-12)
-    frame = bundle.predict_frame(prepare_input(bundle, X))
-    np.testing.assert_allclose(frame["churn_probability"], expected, rtol=0, atol=1e-12)
+    loaded_spec, loaded = load_model(path)
+    assert loaded_spec is spec and type(loaded) is CalibratedChurnModel
+    assert loaded.get_params() == model.get_params()
+    # one prediction path: the loaded estimator is the fitted one, bit for bit
+    np.testing.assert_array_equal(loaded.raw_score(X), model.raw_score(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    pd.testing.assert_frame_equal(loaded.predict_frame(X), model.predict_frame(X))
+    frame = spec.predict(loaded, prepare_input(spec, loaded, X))
+    np.testing.assert_array_equal(frame["churn_probability"], model.predict_proba(X)[:, 1])
     np.testing.assert_array_equal(frame["churn_risk"], model.predict_risk(X))
-    contrib = bundle.contributions(X.head(20))
+    contrib = loaded.contributions(X.head(20))
     np.testing.assert_allclose(contrib.sum(axis=1), model.raw_score(X.head(20)), atol=1e-9)
     with pytest.raises(ValueError, match="missing"):
-        bundle.predict_frame(X.drop(columns=[bundle.features[0]]))
+        loaded.predict_frame(X.drop(columns=[loaded.features[0]]))
+
+
+def test_classifier_bundle_of_the_first_format_still_loads(churn_frame, tmp_path):
+    from crmscore.estimators.churn import CalibratedChurnModel
+
+    X = churn_frame.drop(columns=["churn"])
+    model = CalibratedChurnModel.from_config(ChurnConfig(**FAST)).fit(X, churn_frame["churn"])
+    path = SPECS["churn"].save(model, tmp_path / "b")
+    spec = json.loads((path / "model.json").read_text())
+    spec["format"] = "crmscore.classifier/1"
+    del spec["params"]
+    (path / "model.json").write_text(json.dumps(spec))
+    _, loaded = load_model(path)
+    pd.testing.assert_frame_equal(loaded.predict_frame(X), model.predict_frame(X))
 
 
 def test_clv_bundle_is_json_only(clv_model, tmp_path):
     model, summary = clv_model
-    path = save_clv_bundle(model, tmp_path / "clv")
+    spec = SPECS["clv"]
+    path = spec.save(model, tmp_path / "clv")
     json.loads((path / "clv.json").read_text())
-    bundle = load_bundle(path)
-    pd.testing.assert_frame_equal(bundle.predict_frame(summary), model.predict(summary))
+    _, loaded = load_model(path)
+    pd.testing.assert_frame_equal(spec.predict(loaded, summary), model.predict(summary))
 
 
 def test_importing_sets_no_tracking_uri_and_only_tracking_imports_mlflow():
@@ -137,7 +145,7 @@ def test_registry_on_a_fresh_postgresql_database(pg_engine, clv_model, tmp_path,
     try:
         url = pg_engine.url.set(database=db).render_as_string(hide_password=False)
         cfg = TrackingConfig(tracking_uri=url, artifact_location=tmp_path / "art", experiment="pg-test")
-        bundle = save_clv_bundle(model, tmp_path / "clv")
+        bundle = SPECS["clv"].save(model, tmp_path / "clv")
         monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
         with TrackingSession(cfg) as ts:
             versions = []

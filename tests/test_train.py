@@ -183,7 +183,7 @@ def test_registered_champion_reproduces_predictions_without_pickle(in_project, m
     import mlflow.pyfunc
 
     from crmscore.estimators.churn import evaluate_churn
-    from crmscore.pipelines.features import build_churn_training_set
+    from crmscore.features.tables import build_churn_training_set
     from crmscore.tracking import TrackingSession, prepare_input
 
     cfg, data, _ = _data(in_project)
@@ -194,8 +194,8 @@ def test_registered_champion_reproduces_predictions_without_pickle(in_project, m
     with TrackingSession(cfg.tracking):
         loaded = mlflow.pyfunc.load_model("models:/crmscore-churn@champion")
         local = Path(mlflow.artifacts.download_artifacts("models:/crmscore-churn@champion"))
-    bundle = loaded.unwrap_python_model().bundle
-    out = loaded.predict(prepare_input(bundle, ev))
+    wrapper = loaded.unwrap_python_model()
+    out = loaded.predict(prepare_input(wrapper.spec, wrapper.model, ev))
     np.testing.assert_array_equal(out["churn_probability"].to_numpy(), fitted.predict_proba(ev)[:, 1])
     assert set(out["churn_risk"]) <= {"high", "medium", "low"}
     assert list(out.index) == list(ev.index)
@@ -319,17 +319,33 @@ def test_a_model_that_cannot_train_is_reported_and_the_others_still_run(in_proje
     cfg, data, report = _data(in_project)
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"log_plots": False})})
     no_leads = dataclasses.replace(data, leads=None, lead_activities=None)
+    # asked for explicitly: a kind whose table is absent is skipped, and the job is not ok
     result = train_models(cfg, AS_OF, only=["leads", "clv"], data=no_leads, report=report)
-    assert not result.ok
-    assert result.models["leads"].status == "failed" and "leads table" in result.models["leads"].reason
+    assert not result.ok and result.required == ("leads", "clv")
+    assert result.models["leads"].status == "skipped" and "leads table" in result.models["leads"].reason
+    assert result.models["leads"].run_id is None
     assert result.models["clv"].status == "trained" and result.models["clv"].version == 2
     client = _client(in_project)
-    failed_run = client.get_run(result.models["leads"].run_id)
-    assert failed_run.data.tags["crmscore.status"] == "failed"
-    assert failed_run.info.status == "FAILED"  # MLflow's own status too, for `mlflow ui` filters
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["crmscore.ok"] == "False"
     assert client.get_run(result.models["clv"].run_id).info.status == "FINISHED"
     # same data, same model: the new CLV version is as good as the champion and is promoted
     assert result.models["clv"].promoted
     assert result.models["clv"].champion_value == pytest.approx(result.models["clv"].value, rel=1e-9)
+    # optional (training.models, nothing required): the job is ok without the lead model
+    result = train_models(cfg, AS_OF, data=no_leads, report=report)
+    assert result.ok and result.models["leads"].status == "skipped"
+    assert {k for k, m in result.models.items() if m.status == "trained"} == {"churn", "clv"}
+    # a kind failing a data gate is failed, its MLflow run too, and the others still train
+    strict = cfg.model_copy(update={"leads": cfg.leads.model_copy(update={"min_positives": 100_000})})
+    result = train_models(strict, AS_OF, only=["leads", "clv"], data=data, report=report)
+    assert not result.ok and result.models["leads"].status == "failed"
+    assert "min_positives" in result.models["leads"].reason
+    failed_run = client.get_run(result.models["leads"].run_id)
+    assert failed_run.data.tags["crmscore.status"] == "failed"
+    assert failed_run.info.status == "FAILED"  # MLflow's own status too, for `mlflow ui` filters
+    assert result.models["clv"].status == "trained"
+    required = strict.model_copy(
+        update={"training": strict.training.model_copy(update={"required": ("clv",)})}
+    )
+    assert train_models(required, AS_OF, data=data, report=report).ok  # leads failed, but optional

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ChurnConfig
-from crmscore.estimators.churn import CalibratedChurnModel, check_no_overlap
+from crmscore.estimators.churn import CalibratedChurnModel
+from crmscore.estimators.gates import check_no_overlap
 
 FAST = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 20, "n_jobs": 1}
 
@@ -81,8 +82,8 @@ def test_overlap_check_on_coded_ids_names_the_record() -> None:
 
 
 def _digest(**tables: pd.DataFrame) -> str:
+    from crmscore.core.digest import data_digest
     from crmscore.core.schema import CRMData
-    from crmscore.pipelines.train import data_digest
 
     return data_digest(CRMData(**tables))["all"]
 

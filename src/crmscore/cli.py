@@ -25,10 +25,12 @@ from crmscore import __version__
 from crmscore.config import Config, ConfigError, load_config, redact_url
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
+from crmscore.estimators.specs import SPECS
 
 __all__ = ["app", "main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID_DATA = 0, 1, 2, 3
+KIND_LIST = ", ".join(SPECS)
 
 log = logging.getLogger("crmscore")
 out = Console()
@@ -326,14 +328,11 @@ def run_features(cfg: Config, as_of: date, output: Path, data: CRMData | None = 
     ``data`` is already-validated CRM data; when absent the configured source is read and
     validated as of ``as_of`` first.
     """
-    from crmscore.pipelines.features import build_feature_table, write_feature_table
+    from crmscore.pipelines.features import run_features as build_and_write
 
     if data is None:
         data, _ = _validated(cfg, as_of)
-    with stage(f"building features as of {as_of}"):
-        table = build_feature_table(data, as_of, cfg)
-    write_feature_table(table, output)
-    return table
+    return build_and_write(cfg, as_of, output, data)
 
 
 @app.command()
@@ -378,7 +377,8 @@ def _print_train_result(result) -> None:
     notes = []
     for kind, m in result.models.items():
         if m.status != "trained":
-            table.add_row(kind, "—", m.metric or "—", "—", "—", "—", "[red]failed[/]", m.reason)
+            status = "[red]failed[/]" if m.status == "failed" else "[yellow]skipped[/]"
+            table.add_row(kind, "—", m.metric or "—", "—", "—", "—", status, m.reason)
             continue
         champ = f"{num(m.champion_value)} v{m.champion_version}" if m.champion_version else "—"
         promoted = "[green]yes[/]" if m.promoted else "[yellow]no[/]"
@@ -402,11 +402,9 @@ def _print_train_result(result) -> None:
 
 def _parse_only(only: str) -> list[str]:
     kinds = [k.strip() for k in only.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ("churn", "leads", "clv")]
+    bad = [k for k in kinds if k not in SPECS]
     if bad or not kinds:
-        raise typer.BadParameter(
-            f"unknown model(s) {bad}: choose from churn, leads, clv", param_hint="--only"
-        )
+        raise typer.BadParameter(f"unknown model(s) {bad}: choose from {KIND_LIST}", param_hint="--only")
     return kinds
 
 
@@ -417,16 +415,19 @@ def train(
         typer.Option("--as-of", help="Training cutoff day YYYY-MM-DD (default: training.as_of in params)."),
     ] = None,
     only: Annotated[
-        str | None, typer.Option("--only", help="Comma-separated subset of churn,leads,clv.")
+        str | None, typer.Option("--only", help=f"Comma-separated subset of {KIND_LIST}.")
     ] = None,
     report_json: Annotated[
         Path | None, typer.Option("--report-json", help="Also write the training summary as JSON here.")
     ] = None,
 ) -> None:
-    """Retrain every model, track it in MLflow (one run, a child per model) and register it.
+    """Retrain the models the data supports, track them in MLflow (one run, a child per model), register them.
 
-    A new version gets the alias @challenger and becomes @champion only through the metric
-    gate in training.promotion. Exits 1 when a model could not be trained, 3 on unusable data.
+    Every kind is optional: one whose tables are absent is skipped, one that fails a data gate
+    is failed (the reason is printed), the others still train. A new version gets the alias
+    @challenger and becomes @champion only through the metric gate in training.promotion.
+    Exit codes: 0 when at least one kind trained and every kind asked for explicitly (--only,
+    training.required) trained; 1 otherwise; 2 usage or configuration error; 3 unusable data.
     """
     cfg = _config()
     day = _parse_day(as_of, "--as-of") or cfg.training.as_of
@@ -442,18 +443,16 @@ def train(
         report_json.parent.mkdir(parents=True, exist_ok=True)
         report_json.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     if not result.ok:
-        raise typer.Exit(EXIT_FAILURE)
+        _fail("; ".join(result.problems), EXIT_FAILURE)
 
 
-class ModelKind(StrEnum):
-    churn = "churn"
-    leads = "leads"
-    clv = "clv"
+#: The model kinds, for the arguments (one per spec).
+ModelKind = StrEnum("ModelKind", {k: k for k in SPECS})  # type: ignore[misc]
 
 
 @app.command()
 def promote(
-    model: Annotated[ModelKind, typer.Argument(help="Which model: churn, leads or clv.")],
+    model: Annotated[ModelKind, typer.Argument(help=f"Which model: {KIND_LIST}.")],
     version: Annotated[
         int | None, typer.Option("--version", help="Version to promote (default: the @challenger).")
     ] = None,
@@ -462,7 +461,7 @@ def promote(
     cfg = _config()
     from crmscore.tracking import CHALLENGER, TrackingSession
 
-    name = getattr(cfg.tracking.registered_names, model.value)
+    name = SPECS[model.value].registered_name(cfg)
     with TrackingSession(cfg.tracking) as ts:
         if version is None:
             try:
@@ -476,14 +475,14 @@ def promote(
 
 @app.command()
 def rollback(
-    model: Annotated[ModelKind, typer.Argument(help="Which model: churn, leads or clv.")],
+    model: Annotated[ModelKind, typer.Argument(help=f"Which model: {KIND_LIST}.")],
 ) -> None:
     """Move @champion back to the previous champion version (recorded in a tag)."""
     cfg = _config()
     from crmscore.tracking import TrackingSession
     from crmscore.tracking import rollback as _rollback
 
-    name = getattr(cfg.tracking.registered_names, model.value)
+    name = SPECS[model.value].registered_name(cfg)
     with TrackingSession(cfg.tracking) as ts:
         try:
             before, after = _rollback(ts.client, name)
@@ -498,23 +497,25 @@ def export(
         Path | None, typer.Option("--folder", help="Where to write (default: tracking.export_dir).")
     ] = None,
     only: Annotated[
-        str | None, typer.Option("--only", help="Comma-separated subset of churn,leads,clv.")
+        str | None, typer.Option("--only", help=f"Comma-separated subset of {KIND_LIST}.")
     ] = None,
 ) -> None:
     """Write the @champion models as self-contained MLflow model folders for offline scoring."""
     cfg = _config()
     from crmscore.tracking import TrackingSession, export_champions
 
-    kinds = _parse_only(only) if only else ["churn", "leads", "clv"]
-    names = {k: getattr(cfg.tracking.registered_names, k) for k in kinds}
+    kinds = _parse_only(only) if only else list(SPECS)
+    names = {k: SPECS[k].registered_name(cfg) for k in kinds}
     target = folder or cfg.tracking.export_dir
     with TrackingSession(cfg.tracking) as ts, stage(f"exporting champions to {target}"):
         written = export_champions(ts, names, target)
     for kind, path in written.items():
         out.print(f"{kind}: {path}", highlight=False)
     missing = sorted(set(kinds) - set(written))
-    if missing:
-        _fail(f"no @champion for {', '.join(missing)}", EXIT_FAILURE)
+    if not written or (only and missing):
+        _fail(f"no @champion for {', '.join(missing)}: run 'crmscore train' first", EXIT_FAILURE)
+    for kind in missing:
+        out.print(f"{kind}: no @champion, not exported", highlight=False)
 
 
 def run_score_command(
@@ -545,9 +546,10 @@ def run_score_command(
         _fail(str(exc), EXIT_FAILURE)
     versions = ", ".join(f"{v['name']} v{v['version']}" for v in run.model_versions.values())
     n_leads = 0 if run.lead_scores is None else len(run.lead_scores)
-    out.print(
-        f"scored {len(run.customer_scores):,} customers and {n_leads:,} leads as of {day} with {versions}"
-    )
+    n_customers = 0 if run.customer_scores is None else len(run.customer_scores)
+    out.print(f"scored {n_customers:,} customers and {n_leads:,} leads as of {day} with {versions}")
+    for note in run.notes:
+        out.print(f"note: {note}", highlight=False)
     out.print(f"run {run.run_id}", highlight=False)
     if run.written is not None:
         out.print(
@@ -574,8 +576,10 @@ def score(
     """Score every customer and open lead with the @champion models and write the scores to the CRM.
 
     Writes latest scores and history in one transaction (a replay changes nothing) and a
-    worklist of accounts ranked by value at risk. Exits 1 when a model has no champion or the
-    scores fail their checks, 3 on unusable data.
+    worklist of accounts ranked by value at risk. Scores with whichever champions exist: the
+    columns of a kind without a champion (or without its data) stay NULL and a note says why.
+    Exit codes: 0 ok; 1 no champion can score this CRM, or the scores fail their checks;
+    2 usage or configuration error; 3 unusable data.
     """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of")

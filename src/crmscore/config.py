@@ -381,6 +381,10 @@ class TrainingConfig(_Block):
     #: training cutoff day; required here or as ``--as-of`` (crmscore never assumes "now")
     as_of: date | None = None
     models: tuple[ModelKind, ...] = ("churn", "leads", "clv")
+    #: kinds whose absence or failure fails the job (exit 1); the others are optional: a kind
+    #: the data cannot support is skipped, one failing a gate is failed, and the job succeeds
+    #: when at least one kind trained
+    required: tuple[ModelKind, ...] = ()
     #: CLV evaluation: the model is fitted on the data known ``clv_holdout_days`` before
     #: ``as_of`` and its purchase forecasts are checked on the days up to ``as_of``
     clv_holdout_days: int = Field(180, gt=0)

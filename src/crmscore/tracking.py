@@ -20,13 +20,10 @@ Artefacts (no pickle)
 ---------------------
 A model version is an MLflow *pyfunc* logged as "models from code": the python model is a
 three-line script (written at log time) that calls ``mlflow.models.set_model`` on
-:class:`CrmscorePyfunc`, so no object is cloudpickled. Its ``bundle`` artefact holds:
-
-* churn / leads: ``booster.txt`` (LightGBM's own text format, ``Booster.save_model``) and
-  ``model.json`` (feature list, numeric columns, the categories learned by the preparer, the
-  calibrator's coefficients — Platt slope/intercept or isotonic thresholds — and the risk
-  or grade thresholds);
-* clv: ``clv.json`` (:meth:`crmscore.estimators.clv.model.ClvModel.to_json`).
+:class:`CrmscorePyfunc`, so no object is cloudpickled. Its ``bundle`` artefact is the kind's
+pickle-free bundle (:mod:`crmscore.estimators.bundles`: LightGBM text + JSON for the
+classifiers, JSON for CLV), loaded back into the fitted estimator by the kind's spec
+(:mod:`crmscore.estimators.specs`).
 
 Loading therefore works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The scoring
 environment needs ``crmscore`` installed (the pyfunc script imports it).
@@ -67,28 +64,23 @@ from crmscore.core.serial import package_versions
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from crmscore.estimators.churn import CalibratedModel
-    from crmscore.estimators.clv.model import ClvModel
+    from crmscore.estimators.specs import ModelSpec
+
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
-    "ClassifierBundle",
-    "ClvBundle",
     "CrmscorePyfunc",
     "LoggedModel",
     "TrackingSession",
     "champion_version",
     "export_champions",
     "git_commit",
-    "load_bundle",
     "load_pyfunc",
     "prepare_input",
     "promote",
     "resolve_tracking_uri",
     "rollback",
-    "save_classifier_bundle",
-    "save_clv_bundle",
     "slug",
 ]
 
@@ -97,9 +89,6 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _HISTORY_TAG = "crmscore.champion_history"
-_CLASSIFIER_FORMAT = "crmscore.classifier/1"
-_CAL_EPS = 1e-6
-_KINDS = ("churn", "leads", "clv")
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _PYFUNC_SCRIPT = '''"""crmscore pyfunc entry point (MLflow models from code: no pickled object)."""
 
@@ -144,219 +133,17 @@ def git_commit(path: str | Path = ".") -> str | None:
 
 
 # ------------------------------------------------------------------------------------------
-# pickle-free bundles
+# model inputs
 # ------------------------------------------------------------------------------------------
 
 
-def save_classifier_bundle(
-    model: CalibratedModel, kind: str, path: str | Path, thresholds: Mapping[str, float]
-) -> Path:
-    """Write a fitted churn or lead model as ``booster.txt`` + ``model.json`` (no pickle).
-
-    Parameters
-    ----------
-    model : CalibratedModel
-        Fitted :class:`~crmscore.estimators.churn.CalibratedChurnModel` or
-        :class:`~crmscore.estimators.leads.LeadScoringModel`.
-    kind : {"churn", "leads"}
-        Which outputs the bundle produces.
-    path : str or Path
-        Folder to create (or reuse).
-    thresholds : mapping
-        Churn risk thresholds (``high``, ``medium``) or lead grade thresholds (``A``, ``B``, ``C``).
-
-    Returns
-    -------
-    Path
-        The folder.
-    """
-    if kind not in ("churn", "leads"):
-        raise ValueError(f"kind must be 'churn' or 'leads', got {kind!r}")
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    prep = model.pipeline_.named_steps["prepare"]
-    booster = model.pipeline_.named_steps["model"].booster_
-    booster.save_model(str(out / "booster.txt"))
-    cal = model.calibrator_
-    if isinstance(cal, tuple):
-        calibrator: dict[str, Any] = {"kind": "sigmoid", "slope": float(cal[1]), "intercept": float(cal[2])}
-    else:
-        calibrator = {
-            "kind": "isotonic",
-            "x": np.asarray(cal.X_thresholds_, dtype=float).tolist(),
-            "y": np.asarray(cal.y_thresholds_, dtype=float).tolist(),
-        }
-    spec = {
-        "format": _CLASSIFIER_FORMAT,
-        "kind": kind,
-        "features": list(prep.features_),
-        "numeric": list(prep.numeric_),
-        "categories": {k: list(v) for k, v in prep.categories_.items()},
-        "exclude": list(prep.exclude),
-        "feature_names_in": [str(c) for c in prep.feature_names_in_],
-        "calibrator": calibrator,
-        "thresholds": {k: float(v) for k, v in thresholds.items()},
-        "versions": package_versions(),
-    }
-    (out / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-    return out
-
-
-def save_clv_bundle(model: ClvModel, path: str | Path) -> Path:
-    """Write a fitted :class:`~crmscore.estimators.clv.model.ClvModel` as ``clv.json`` (no pickle)."""
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to_json(out / "clv.json")
-    (out / "model.json").write_text(
-        json.dumps({"kind": "clv", "versions": package_versions()}), encoding="utf-8"
-    )
-    return out
-
-
-class ClassifierBundle:
-    """A churn or lead model loaded from its bundle: same predictions as the fitted model.
-
-    Attributes
-    ----------
-    kind : str
-        ``"churn"`` or ``"leads"``.
-    spec : dict
-        The bundle's ``model.json``.
-    booster : lightgbm.Booster
-        Loaded from LightGBM's own text format.
-    preparer : FramePreparer
-        Rebuilt from the stored feature list and categories (nothing refitted).
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        import lightgbm as lgb
-
-        from crmscore.estimators.churn import FramePreparer
-
-        root = Path(path)
-        self.spec: dict[str, Any] = json.loads((root / "model.json").read_text(encoding="utf-8"))
-        if self.spec.get("format") != _CLASSIFIER_FORMAT:
-            raise ValueError(f"{root}: not a crmscore classifier bundle")
-        self.kind: str = self.spec["kind"]
-        self.booster = lgb.Booster(model_file=str(root / "booster.txt"))
-        prep = FramePreparer(exclude=tuple(self.spec["exclude"]))
-        prep.feature_names_in_ = np.asarray(self.spec["feature_names_in"], dtype=object)
-        prep.features_ = list(self.spec["features"])
-        prep.numeric_ = list(self.spec["numeric"])
-        prep.categories_ = {k: list(v) for k, v in self.spec["categories"].items()}
-        prep.n_features_in_ = len(prep.feature_names_in_)
-        self.preparer = prep
-
-    @property
-    def features(self) -> list[str]:
-        """Model input columns."""
-        return list(self.spec["features"])
-
-    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
-        """LightGBM's raw score (log-odds, uncalibrated)."""
-        Xt = self.preparer.transform(X)
-        return np.asarray(self.booster.predict(Xt, raw_score=True), dtype=np.float64)
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated probability of the positive class, shape ``(n,)``."""
-        raw = self.raw_score(X)
-        cal = self.spec["calibrator"]
-        if cal["kind"] == "sigmoid":
-            p = 1.0 / (1.0 + np.exp(-(cal["slope"] * raw + cal["intercept"])))
-        else:  # isotonic with out_of_bounds="clip": linear interpolation between thresholds
-            x, y = np.asarray(cal["x"]), np.asarray(cal["y"])
-            p = np.interp(np.clip(raw, x[0], x[-1]), x, y)
-        return np.clip(p, _CAL_EPS, 1.0 - _CAL_EPS)
-
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Exact per-row contributions (log-odds) plus ``expected_value``."""
-        Xt = self.preparer.transform(X)
-        contrib = np.asarray(self.booster.predict(Xt, pred_contrib=True), dtype=np.float64)
-        return pd.DataFrame(contrib, index=X.index, columns=[*Xt.columns, "expected_value"])
-
-    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Churn: ``churn_probability``, ``churn_risk``; leads: ``conversion_probability``,
-        ``lead_score``, ``lead_grade``. Index ``X.index``."""
-        missing = [c for c in self.features if c not in X.columns]
-        if missing:
-            raise ValueError(f"{self.kind} model: feature column(s) missing: {missing}")
-        p = self.predict_proba(X)
-        if self.kind == "churn":
-            from crmscore.estimators.churn import risk_band
-
-            return pd.DataFrame(
-                {"churn_probability": p, "churn_risk": risk_band(p, self.spec["thresholds"])}, index=X.index
-            )
-        from crmscore.estimators.leads import lead_grade, lead_score
-
-        score = lead_score(p)
-        return pd.DataFrame(
-            {
-                "conversion_probability": p,
-                "lead_score": score,
-                "lead_grade": lead_grade(score, self.spec["thresholds"]),
-            },
-            index=X.index,
-        )
-
-
-class ClvBundle:
-    """The CLV model loaded from ``clv.json``; ``predict_frame`` is ``ClvModel.predict``."""
-
-    kind = "clv"
-    features: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
-
-    def __init__(self, path: str | Path) -> None:
-        from crmscore.estimators.clv.model import ClvModel
-
-        self.model = ClvModel.from_json(Path(path) / "clv.json")
-
-    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        """``p_alive``, ``expected_purchases``, ``expected_avg_spend``, ``predicted_clv``,
-        ``spend_imputed`` over the model's horizon. Index ``X.index``."""
-        missing = [c for c in self.features if c not in X.columns]
-        if missing:
-            raise ValueError(f"clv model: column(s) missing: {missing}")
-        return self.model.predict(X[list(self.features)])
-
-
-def load_bundle(path: str | Path) -> ClassifierBundle | ClvBundle:
-    """Load a bundle folder written by :func:`save_classifier_bundle` or :func:`save_clv_bundle`."""
-    spec = json.loads((Path(path) / "model.json").read_text(encoding="utf-8"))
-    return ClvBundle(path) if spec.get("kind") == "clv" else ClassifierBundle(path)
-
-
-_Columns = list[tuple[str, str]]
-
-
-def _signature_columns(bundle: ClassifierBundle | ClvBundle) -> tuple[_Columns, _Columns]:
-    if isinstance(bundle, ClvBundle):
-        inputs = [(c, "double") for c in bundle.features]
-        outputs = [
-            ("p_alive", "double"),
-            ("expected_purchases", "double"),
-            ("expected_avg_spend", "double"),
-            ("predicted_clv", "double"),
-            ("spend_imputed", "boolean"),
-        ]
-        return inputs, outputs
-    cats = bundle.spec["categories"]
-    inputs = [(c, "string" if c in cats else "double") for c in bundle.features]
-    if bundle.kind == "churn":
-        outputs = [("churn_probability", "double"), ("churn_risk", "string")]
-    else:
-        outputs = [("conversion_probability", "double"), ("lead_score", "long"), ("lead_grade", "string")]
-    return inputs, outputs
-
-
-def prepare_input(bundle: ClassifierBundle | ClvBundle, X: pd.DataFrame) -> pd.DataFrame:
+def prepare_input(spec: ModelSpec, model: Any, X: pd.DataFrame) -> pd.DataFrame:
     """The model's input columns of ``X`` typed as its signature says (numbers as float64,
     categories as text with None for missing), so MLflow's schema enforcement accepts them."""
     from crmscore.core.ids import text_codes
 
-    inputs, _ = _signature_columns(bundle)
     out = {}
-    for col, kind in inputs:
+    for col, kind in spec.inputs(model):
         s = X[col]
         if kind == "double":
             out[col] = pd.to_numeric(s, errors="coerce").astype(np.float64).to_numpy()
@@ -379,23 +166,26 @@ class CrmscorePyfunc(mlflow.pyfunc.PythonModel):
 
     Churn and lead models take the feature columns of ``crmscore features`` /
     ``build_lead_features`` (numbers and text; see :func:`prepare_input`); the CLV model takes
-    ``frequency``, ``recency``, ``T`` and ``monetary_value``. The native bundle is available
-    as ``loaded.unwrap_python_model().bundle`` (e.g. for per-row reasons via
-    :meth:`ClassifierBundle.contributions`).
+    ``frequency``, ``recency``, ``T`` and ``monetary_value``. The fitted estimator is
+    ``loaded.unwrap_python_model().model`` and its kind's spec ``.spec``; ``predict`` is the
+    spec's prediction (the estimator's own ``predict_frame``), the path scoring uses too.
     """
 
-    bundle: Any = None
+    model: Any = None
+    spec: Any = None
 
     def load_context(self, context: Any) -> None:
         """Load the bundle artefact (LightGBM text + JSON, or CLV JSON: no pickle)."""
-        self.bundle = load_bundle(context.artifacts["bundle"])
+        from crmscore.estimators.specs import load_model
+
+        self.spec, self.model = load_model(context.artifacts["bundle"])
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Scores of every row of ``model_input`` (a pandas DataFrame), same index."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.bundle.predict_frame(frame)
+        return self.spec.predict(self.model, frame)
 
 
 # ------------------------------------------------------------------------------------------
@@ -595,8 +385,10 @@ class TrackingSession:
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
-        bundle = load_bundle(bundle_dir)
-        inputs, outputs = _signature_columns(bundle)
+        from crmscore.estimators.specs import load_model, signature_columns
+
+        spec, model = load_model(bundle_dir)
+        inputs, outputs = signature_columns(spec, model)
         signature = ModelSignature(
             inputs=Schema([ColSpec(t, n) for n, t in inputs]),
             outputs=Schema([ColSpec(t, n) for n, t in outputs]),
@@ -613,7 +405,7 @@ class TrackingSession:
                 signature=signature,
                 pip_requirements=_pip_requirements(),
                 registered_model_name=registered_name,
-                metadata={"crmscore_kind": bundle.kind, **dict(metadata or {})},
+                metadata={"crmscore_kind": spec.kind, **dict(metadata or {})},
             )
         version = int(info.registered_model_version)
         self.client.set_registered_model_alias(registered_name, CHALLENGER, str(version))

@@ -170,6 +170,11 @@ class CRMData:
         """Return ``table`` or ``None`` when absent."""
         return getattr(self, table)
 
+    @staticmethod
+    def table_names() -> tuple[str, ...]:
+        """Every table of the data contract, in contract order."""
+        return tuple(SCHEMAS)
+
     def tables(self) -> dict[str, pd.DataFrame]:
         """The present tables by canonical name."""
         return {name: df for name in SCHEMAS if (df := getattr(self, name)) is not None}

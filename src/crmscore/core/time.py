@@ -27,6 +27,7 @@ __all__ = [
     "cutoff_end",
     "day_index",
     "known_mask",
+    "latest_cutoff_mask",
     "period_index",
     "period_scale",
     "rolling_cutoffs",
@@ -165,3 +166,27 @@ def period_scale(period: str, time_unit: str) -> tuple[float, float]:
     if time_unit not in DAYS_PER_UNIT:
         raise ValueError(f"unsupported time unit {time_unit!r} (expected 'day' or 'week')")
     return float(PERIOD_DAYS[period]), DAYS_PER_UNIT[time_unit]
+
+
+def latest_cutoff_mask(cutoffs: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+    """Rows of the latest cutoff: the out-of-time rule, in one place.
+
+    Stacked training sets hold one row per record and cutoff. Whatever is fitted on such a set
+    is checked on its *latest* cutoff only (the evaluation window of training; the
+    calibration window of a classifier): a model never sees rows of the period it is judged
+    on. Callers use this only with at least two distinct cutoffs (with one there is no later
+    window, and they state the stratified split they fall back to).
+
+    Parameters
+    ----------
+    cutoffs : Series, Index or array
+        Each row's cutoff (timestamps, dates or ISO text).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, True on the rows whose cutoff is the latest.
+    """
+    series = cutoffs if isinstance(cutoffs, pd.Series) else pd.Series(np.asarray(cutoffs))
+    cut = pd.to_datetime(series, utc=True)
+    return (cut == cut.max()).to_numpy()

@@ -3,7 +3,7 @@
 LightGBM computes exact per-row additive contributions (TreeSHAP, Lundberg et al. 2020) with
 ``predict(X, pred_contrib=True)``: one column per feature plus the expected value, summing to
 the model's *raw* score (log-odds) of the row. The calibrated probability is a monotone map of
-that raw score (``crmscore.estimators.churn.CalibratedModel``), so the contributions rank the
+that raw score (``crmscore.estimators.classifier.CalibratedModel``), so the contributions rank the
 reasons of the calibrated score too, but they are in log-odds, not in probability points.
 
 Cost
@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 __all__ = [
     "EXPECTED_VALUE",
@@ -44,12 +43,11 @@ __all__ = [
     "rank_contributions",
     "reasons_json",
     "rows_to_explain",
-    "top_reasons",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Columns of :func:`rank_contributions` / :func:`top_reasons`, in order.
+#: Columns of :func:`rank_contributions`, in order.
 _RANKED_COLUMNS = ["row", "id", "direction", "rank", "feature", "label", "value", "contribution"]
 
 #: Name of the bias column of :func:`feature_contributions` (the model's mean raw score).
@@ -123,16 +121,18 @@ def feature_label(name: str, labels: Mapping[str, str] | None = None) -> str:
     return text[:1].upper() + text[1:] if text else name
 
 
-def feature_contributions(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
-    """Exact per-row contributions of a fitted ``prepare -> LightGBM`` pipeline.
+def feature_contributions(preparer: Any, booster: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """Exact per-row contributions of a fitted preparer + LightGBM booster (TreeSHAP).
 
     Costs about 1 ms per row at 200 trees x 31 leaves: call it only for the rows that will
     be acted on (see the module docstring and :func:`rows_to_explain`).
 
     Parameters
     ----------
-    pipeline : Pipeline
-        Fitted pipeline whose last step is a ``lightgbm.LGBMClassifier`` (binary).
+    preparer : FramePreparer
+        Fitted preparer (``transform`` gives the booster's input frame).
+    booster : lightgbm.Booster
+        Binary model fitted on the preparer's output.
     X : DataFrame
         Rows to explain, with the training feature columns (not modified).
 
@@ -142,8 +142,8 @@ def feature_contributions(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
         Index ``X.index``; one column per model feature plus :data:`EXPECTED_VALUE`. Each row
         sums to the model's raw score (log-odds) of that row.
     """
-    Xt = pipeline[:-1].transform(X)
-    contrib = np.asarray(pipeline[-1].predict(Xt, pred_contrib=True), dtype=np.float64)
+    Xt = preparer.transform(X)
+    contrib = np.asarray(booster.predict(Xt, pred_contrib=True), dtype=np.float64)
     columns = [*list(Xt.columns), EXPECTED_VALUE]
     if contrib.shape[1] != len(columns):
         raise RuntimeError(
@@ -212,41 +212,6 @@ def _py(value: Any) -> Any:
     return value if isinstance(value, int | float | bool | str) else str(value)
 
 
-def top_reasons(
-    pipeline: Pipeline,
-    X: pd.DataFrame,
-    *,
-    n: int = 5,
-    labels: Mapping[str, str] | None = None,
-) -> pd.DataFrame:
-    """Top ``n`` positive and top ``n`` negative contributions of each row of ``X``.
-
-    Pass only the rows to act on (:func:`rows_to_explain`): the contributions cost about
-    1 ms per row (see the module docstring).
-
-    Parameters
-    ----------
-    pipeline : Pipeline
-        Fitted ``prepare -> LightGBM`` pipeline.
-    X : DataFrame
-        Rows to explain (original, untransformed values; not modified).
-    n : int
-        Reasons per direction.
-    labels : mapping, optional
-        Readable label overrides per feature.
-
-    Returns
-    -------
-    DataFrame
-        Long format, one row per reason: ``row`` (position in ``X``), ``id`` (``X``'s index
-        value), ``direction`` (``"increases"`` or ``"decreases"`` the score), ``rank`` (1 =
-        strongest in its direction), ``feature``, ``label``, ``value`` (the row's value as
-        given in ``X``; None when missing) and ``contribution`` (log-odds). Zero
-        contributions are never reasons.
-    """
-    return rank_contributions(feature_contributions(pipeline, X), X, n=n, labels=labels)
-
-
 def rank_contributions(
     contributions: pd.DataFrame,
     X: pd.DataFrame,
@@ -254,10 +219,18 @@ def rank_contributions(
     n: int = 5,
     labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Top ``n`` positive and negative reasons from per-row contributions (see :func:`top_reasons`).
+    """Top ``n`` positive and top ``n`` negative contributions of each row of ``X``.
 
     ``contributions`` has one column per feature plus ``expected_value`` (as from
-    :func:`feature_contributions` or a loaded model bundle), rows aligned with ``X``.
+    :func:`feature_contributions` or ``CalibratedModel.contributions``), rows aligned with
+    ``X``. Pass only the rows to act on (:func:`rows_to_explain`): the contributions cost about
+    1 ms per row (see the module docstring).
+
+    Returns a long frame, one row per reason: ``row`` (position in ``X``), ``id`` (``X``'s index
+    value), ``direction`` (``"increases"`` or ``"decreases"`` the score), ``rank`` (1 =
+    strongest in its direction), ``feature``, ``label``, ``value`` (the row's value as given in
+    ``X``; None when missing) and ``contribution`` (log-odds). Zero contributions are never
+    reasons.
 
     Vectorised: one stable ``argsort`` per direction over the whole matrix (ties keep the
     column order), then the reasons are gathered with array indexing. Rows come out sorted
@@ -378,12 +351,12 @@ def _factorized_text(values: np.ndarray, encode: Any) -> np.ndarray:
 
 
 def reasons_json(reasons: pd.DataFrame, n_rows: int) -> list[str | None]:
-    """Per-row JSON of :func:`top_reasons` (the ``top_reasons`` column of the score tables).
+    """Per-row JSON of :func:`rank_contributions` (the ``top_reasons`` column of the score tables).
 
     Parameters
     ----------
     reasons : DataFrame
-        Output of :func:`top_reasons` (or :func:`rank_contributions`).
+        Output of :func:`rank_contributions`.
     n_rows : int
         Number of rows explained (rows without any reason get ``"[]"``).
 

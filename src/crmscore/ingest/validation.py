@@ -28,6 +28,13 @@ Table-level problems (a required table or column missing, a file that cannot be 
 a timestamp column entirely without time zone, nothing usable left) make the data
 *unusable*: ``crmscore validate`` then exits with code 3. A rejected table's rows are
 counted under ``table_rejected`` and left where they are (not copied to quarantine).
+
+This module holds the reports (:class:`Problem`, :class:`TableReport`,
+:class:`ValidationReport`), the validation of one table and of all tables
+(:func:`validate_tables`), reading the configured source (:func:`load_raw_tables`,
+:func:`load_validated`, :func:`score_lead_scope`), the digest of the inputs
+(:func:`input_digest`) and the quarantine files (:func:`write_quarantine`). The type
+coercion is in :mod:`crmscore.ingest.coerce`, the row rules in :mod:`crmscore.ingest.rules`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ import json
 import logging
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -44,12 +50,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from crmscore.config import Config
-from crmscore.core.schema import EVENT_TIME, SCHEMAS, CRMData, TableSpec
+from crmscore.core.schema import SCHEMAS, CRMData, TableSpec
 from crmscore.core.time import as_of_day, cutoff_end
+from crmscore.ingest.coerce import (
+    _coerce_attribute,
+    _coerce_bool,
+    _coerce_float_id,
+    _coerce_number,
+    _coerce_text,
+    _coerce_timestamp,
+    _Coerced,
+    _materialise,
+    _original_values,
+    _present,
+)
+from crmscore.ingest.rules import _Keys, _mark_row_rules, _parent_keys, _Rows
 
 if TYPE_CHECKING:
     from crmscore.io.crm import LeadScope
@@ -67,14 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
-_DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
-_TRUE = {"true", "t", "1", "yes", "y", "1.0"}
-_FALSE = {"false", "f", "0", "no", "n", "0.0"}
-#: Present values of a text attribute tried as numbers before the whole column is.
-_SAMPLE = 64
-#: Leading rows of a text column whose distinct count decides whether to share strings.
-_DISTINCT_SAMPLE = 10_000
 #: Tables checked first because others refer to them.
 _ORDER = ("customers", "leads", "transactions", "support_tickets", "lead_activities", "marketing_spend")
 
@@ -153,325 +162,7 @@ class ValidationReport:
         }
 
 
-# --------------------------------------------------------------------------- coercion
-
-
-def _is_text_dtype(dtype: Any) -> bool:
-    """Object or string columns: their values are read as text (stripped, blank = missing)."""
-    return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
-
-
-def _arrow_text(s: pd.Series) -> pa.ChunkedArray:
-    """The column as Arrow strings, exactly as ``s.astype("string")`` holds them.
-
-    An Arrow-backed string column is used as it is (no copy); anything else goes through
-    ``astype("string")`` once.
-    """
-    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
-        s = s.astype("string")
-        if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
-            s = s.astype(pd.StringDtype("pyarrow"))
-    arr = pa.array(s.array)
-    return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
-
-
-class _Text:
-    """A coerced id or text column kept in Arrow until the kept rows are known.
-
-    ``values`` holds the stripped strings with blanks as nulls. :meth:`to_series` gives the
-    canonical object column (``str`` values, ``None`` for missing) of any subset of rows,
-    creating as few Python strings as it can: a repetitive column builds each distinct
-    string once, a checked parent reference reuses the parent's strings, and a key column
-    reuses the strings built for its duplicate check.
-    """
-
-    def __init__(self, values: pa.ChunkedArray) -> None:
-        self.values = values
-        self._objects: np.ndarray | None = None  # every row as a Python object
-        self._parent: tuple[np.ndarray, np.ndarray] | None = None  # (row → parent position, parent strings)
-
-    @classmethod
-    def from_raw(cls, raw: pa.ChunkedArray) -> _Text:
-        """Strip whitespace (only where there is some) and make blanks missing."""
-        edges, empty = _edge_check(raw)
-        trimmed = raw
-        if edges:  # some value may start or end with whitespace: strip for real
-            trimmed = pc.utf8_trim_whitespace(raw)
-            if pc.all(pc.equal(trimmed, raw)).as_py() is False:
-                empty = True  # values changed; blanks may have appeared
-            else:
-                trimmed = raw  # nothing stripped: keep the original buffers
-        if empty:
-            blank = pc.equal(trimmed, "")
-            if pc.any(blank).as_py():
-                trimmed = pc.if_else(blank, pa.scalar(None, trimmed.type), trimmed)
-        return cls(trimmed)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @property
-    def present(self) -> np.ndarray:
-        """Non-null and non-blank."""
-        return _bool_array(pc.is_valid(self.values))
-
-    def objects(self) -> np.ndarray:
-        """Every row as a Python ``str`` or ``None`` (built once, then kept)."""
-        if self._objects is None:
-            self._objects = _to_objects(self.values)
-        return self._objects
-
-    def link_parent(self, keys: pa.Array, key_objects: np.ndarray) -> np.ndarray:
-        """Look each value up in a parent's kept ``keys``; return whether it was found.
-
-        Missing matches missing, as in :meth:`pandas.Series.isin`. The rows found later
-        reuse the parent's strings (``key_objects``, aligned with ``keys``).
-        """
-        if keys.type != self.values.type:
-            keys = keys.cast(self.values.type)
-        where = _index_in(self.values, keys)
-        self._parent = (where, key_objects)
-        return where >= 0
-
-    def to_series(self, rows: np.ndarray | None, index: pd.Index) -> pd.Series:
-        """Object column of the rows selected by ``rows`` (a boolean mask or positions; all when ``None``)."""
-        if self._parent is not None:
-            where = self._parent[0] if rows is None else self._parent[0][rows]
-            if len(where) == 0 or where.min() >= 0:
-                return pd.Series(self._parent[1][where], index=index, dtype=object, copy=False)
-        if self._objects is not None:
-            objects = self._objects if rows is None else self._objects[rows]
-            return pd.Series(objects, index=index, dtype=object, copy=False)
-        values = self.values
-        if rows is not None:
-            values = values.filter(pa.array(rows)) if rows.dtype == bool else values.take(pa.array(rows))
-        return pd.Series(_to_objects(values), index=index, dtype=object, copy=False)
-
-
-def _edge_check(arr: pa.ChunkedArray) -> tuple[bool, bool]:
-    """Whether any string *may* start or end with whitespace, and whether any is empty.
-
-    Looks only at the first and last byte of each value (numpy on the Arrow buffers).
-    Conservative: every control or non-ASCII byte counts as possible whitespace, so
-    ``False`` proves that stripping would change nothing.
-    """
-    if not (pa.types.is_large_string(arr.type) or pa.types.is_string(arr.type)):
-        return True, True
-    edges = empty = False
-    for chunk in arr.chunks:
-        if len(chunk) == 0:
-            continue
-        kind = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=kind)[chunk.offset : chunk.offset + len(chunk) + 1]
-        data = chunk.buffers()[2]
-        starts, ends = offsets[:-1], offsets[1:]
-        nonempty = ends > starts
-        if not nonempty.all():
-            valid = _bool_array(pc.is_valid(chunk))
-            empty = empty or bool((valid & ~nonempty).any())
-            starts, ends = starts[nonempty], ends[nonempty]
-        if len(starts) == 0 or data is None:
-            continue
-        raw = np.frombuffer(data, dtype=np.uint8)
-        first, last = raw[starts], raw[ends - 1]
-        if (_MAYBE_SPACE[first] | _MAYBE_SPACE[last]).any():
-            edges = True
-    return edges, empty
-
-
-#: Bytes that could begin or end a whitespace character: ASCII controls, space, DEL, non-ASCII.
-_MAYBE_SPACE = np.zeros(256, dtype=bool)
-_MAYBE_SPACE[:33] = True
-_MAYBE_SPACE[127:] = True
-
-
-def _index_in(values: pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
-    """Position of each value in ``keys`` (``-1`` when absent; missing matches missing).
-
-    Values sorted or grouped by key (a common export order) are looked up once per run.
-    """
-    sample = values.slice(0, _DISTINCT_SAMPLE)
-    runs = len(sample) and 1 + int(pc.sum(pc.not_equal(sample[1:], sample[:-1])).as_py() or 0)
-    if len(values) > _DISTINCT_SAMPLE and runs < len(sample) // 2:
-        run_values, lengths = [], []
-        for chunk in pc.run_end_encode(values).chunks:
-            ends = chunk.run_ends.to_numpy()
-            if chunk.offset != 0 or len(ends) != len(chunk.values) or (len(ends) and ends[-1] != len(chunk)):
-                break  # not the plain layout expected: look every row up instead
-            run_values.append(chunk.values)
-            lengths.append(np.diff(ends, prepend=0))
-        else:
-            if run_values:
-                where = _positions(pa.chunked_array(run_values, type=values.type), keys)
-                return np.repeat(where, np.concatenate(lengths))
-    return _positions(values, keys)
-
-
-def _positions(values: pa.Array | pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
-    return np.asarray(pc.index_in(values, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False))
-
-
-def _to_objects(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Arrow strings as an object array of ``str`` (``None`` for null).
-
-    A repetitive column (judged on a sample) is dictionary encoded first, so each distinct
-    string is created once and shared.
-    """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    sample = values.slice(0, _DISTINCT_SAMPLE)
-    if len(values) > _DISTINCT_SAMPLE and pc.count_distinct(sample).as_py() < len(sample) // 2:
-        enc = pc.dictionary_encode(values)
-        uniques = np.empty(len(enc.dictionary) + 1, dtype=object)
-        uniques[:-1] = enc.dictionary.to_numpy(zero_copy_only=False)  # the last stays None
-        return uniques[enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
-
-
-_Coerced = pd.Series | _Text
-
-
-def _bool_array(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Arrow booleans as a numpy bool array, nulls as ``False``."""
-    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _present(s: pd.Series) -> np.ndarray:
-    """Non-null and, for text, non-blank."""
-    if _is_text_dtype(s.dtype):
-        txt = pc.utf8_trim_whitespace(_arrow_text(s))
-        return _bool_array(pc.not_equal(txt, ""))
-    return s.notna().to_numpy()
-
-
-def _coerce_float_id(s: pd.Series) -> pd.Series:
-    """Float ids: integral values lose their ``.0`` (``1.0`` → ``"1"``)."""
-    vals = s.to_numpy()
-    integral = np.isfinite(vals) & (np.floor(vals) == vals)
-    out = pd.Series(
-        np.where(integral, np.nan_to_num(vals).astype(np.int64).astype(str), s.astype(str)),
-        index=s.index,
-        dtype=object,
-    )
-    return out.where(s.notna(), None)
-
-
-def _coerce_text(s: pd.Series) -> tuple[_Text, np.ndarray]:
-    """Return (stripped text with blanks missing, present mask)."""
-    txt = _Text.from_raw(_arrow_text(s))
-    present = txt.present if _is_text_dtype(s.dtype) else s.notna().to_numpy()
-    return txt, present
-
-
-def _coerce_number(s: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Return (float values, bad-type mask, non-finite mask)."""
-    if pd.api.types.is_bool_dtype(s.dtype):
-        s = s.astype(float)
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        vals = pd.Series(s.to_numpy(dtype=float, na_value=np.nan), index=s.index)
-        return vals, np.zeros(len(s), bool), np.isinf(vals.to_numpy())
-    txt = s.astype("string").str.strip()
-    vals = pd.to_numeric(txt, errors="coerce").astype(float)
-    arr = vals.to_numpy()
-    written_nan = txt.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool, na_value=False)
-    non_finite = present & (np.isinf(arr) | written_nan)
-    bad = present & np.isnan(arr) & ~non_finite
-    return vals, bad, non_finite
-
-
-def _coerce_bool(s: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray]:
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return s.astype("boolean"), np.zeros(len(s), bool)
-    txt = s.astype("string").str.strip().str.lower()
-    out = pd.Series(pd.NA, index=s.index, dtype="boolean")
-    out[txt.isin(_TRUE).to_numpy(dtype=bool, na_value=False)] = True
-    out[txt.isin(_FALSE).to_numpy(dtype=bool, na_value=False)] = False
-    bad = present & out.isna().to_numpy()
-    return out, bad
-
-
-def _coerce_timestamp(
-    s: pd.Series, tz: str | None, present: np.ndarray
-) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Return (UTC timestamps, bad-type mask, naive mask).
-
-    Aware values are converted to UTC. Naive values are localised to ``tz`` when given;
-    without it, date-only values are taken as UTC calendar days and any other naive
-    value is flagged.
-    """
-    n = len(s)
-    none = np.zeros(n, bool)
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        return s.dt.tz_convert("UTC"), none, none
-    if pd.api.types.is_datetime64_dtype(s.dtype):
-        if tz is not None:
-            loc = s.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-            return loc, s.notna().to_numpy() & loc.isna().to_numpy(), none
-        midnight = (s == s.dt.normalize()).to_numpy(dtype=bool, na_value=False)
-        naive = s.notna().to_numpy() & ~midnight
-        return s.dt.tz_localize("UTC"), none, naive
-    txt = s.astype("string").str.strip()
-    has_offset = txt.str.contains(_OFFSET, regex=True).to_numpy(dtype=bool, na_value=False)
-    date_only = txt.str.fullmatch(_DATE_ONLY).to_numpy(dtype=bool, na_value=False)
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
-    aware = present & has_offset
-    if aware.any():
-        out[aware] = pd.to_datetime(txt[aware], utc=True, errors="coerce", format="ISO8601")
-    naive_txt = present & ~has_offset
-    naive = none
-    if naive_txt.any():
-        parsed = pd.to_datetime(txt[naive_txt], errors="coerce", format="ISO8601")
-        if tz is not None:
-            out[naive_txt] = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
-                "UTC"
-            )
-        else:
-            day = naive_txt & date_only
-            out[day] = parsed[day[naive_txt]].dt.tz_localize("UTC")
-            naive = naive_txt & ~date_only & parsed.reindex(s.index).notna().to_numpy()
-    bad = present & out.isna().to_numpy() & ~naive
-    return out, bad, naive
-
-
 # --------------------------------------------------------------------------- one table
-
-
-class _Rows:
-    """Per-row reason bookkeeping: the first reason that applies wins.
-
-    Reasons are small integer codes (``0`` = no reason yet) into :attr:`names`.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.code = np.zeros(n, dtype=np.uint8)
-        self.names: list[str | None] = [None]
-
-    def mark(self, mask: np.ndarray, reason: str) -> None:
-        if not mask.any():
-            return
-        free = mask & (self.code == 0)
-        if not free.any():
-            return
-        if reason not in self.names:
-            self.names.append(reason)
-            if len(self.names) > np.iinfo(self.code.dtype).max:
-                self.code = self.code.astype(np.uint32)
-        self.code[free] = self.names.index(reason)
-
-    @property
-    def ok(self) -> np.ndarray:
-        return self.code == 0
-
-    def reasons(self, rows: np.ndarray) -> np.ndarray:
-        """The reason strings (object array) of the rows selected by ``rows``."""
-        return np.array(self.names, dtype=object)[self.code[rows]]
-
-    def counts(self) -> Counter[str]:
-        """How many rows each reason set aside, in order of first occurrence."""
-        counts = np.bincount(self.code, minlength=len(self.names))
-        found = [c for c in range(1, len(self.names)) if counts[c]]
-        first = {c: int(np.argmax(self.code == c)) for c in found}
-        return Counter({self.names[c]: int(counts[c]) for c in sorted(found, key=first.__getitem__)})
 
 
 def _rename(raw: pd.DataFrame, table: str, cfg: Config, problems: list[Problem]) -> pd.DataFrame | None:
@@ -567,134 +258,6 @@ def _coerce_table(
     return out
 
 
-def _coerce_attribute(s: pd.Series) -> tuple[_Coerced, np.ndarray]:
-    """Attribute columns: numeric when every present value is a number, else text.
-
-    Returns the values and the present mask.
-    """
-    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        return s.astype(float), s.notna().to_numpy()
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return s, s.notna().to_numpy()
-    txt, present = _coerce_text(s)
-    if not present.any():
-        return txt, present
-    # A few present values that are not numbers already decide "text" (the usual case).
-    sample = s.iloc[np.flatnonzero(present)[:_SAMPLE]].astype("string").str.strip()
-    if pd.to_numeric(sample, errors="coerce").isna().any():
-        return txt, present
-    vals = pd.to_numeric(s.astype("string").str.strip(), errors="coerce")
-    if vals[present].notna().all():
-        return vals.astype(float), present
-    return txt, present
-
-
-def _materialise(col: _Coerced, rows: np.ndarray | None, index: pd.Index) -> pd.Series:
-    """The canonical series of ``col`` for the selected rows (all when ``None``), on ``index``."""
-    if isinstance(col, _Text):
-        return col.to_series(rows, index)
-    if rows is None:
-        return col if col.index.equals(index) else col.set_axis(index)
-    return col.iloc[rows].set_axis(index) if rows.dtype != bool else col[rows].set_axis(index)
-
-
-def _mark_duplicates(cols: dict[str, _Coerced], key: str, rows: _Rows) -> None:
-    col = cols[key]
-    if isinstance(col, _Text):
-        ids, notna = col.objects(), col.present
-    else:
-        ids = col.to_numpy()
-        notna = pd.notna(ids)
-    ok = rows.ok & notna
-    if not ok.any():
-        return
-    # Usual case first: no id repeats at all (a sorted key is checked without hashing).
-    if pd.Index(ids if notna.all() else ids[notna], dtype=object, copy=False).is_unique:
-        return
-    codes = pd.factorize(ids, use_na_sentinel=True)[0]
-    sub_codes = codes[ok]
-    dup_key = np.bincount(sub_codes)[sub_codes] > 1
-    if not dup_key.any():
-        return
-    pos = np.flatnonzero(ok)[dup_key]
-    # Only the rows whose key repeats are compared in full (as text, hashed per row).
-    dups = pd.DataFrame({c: _materialise(v, pos, pd.Index(pos)) for c, v in cols.items()})
-    hashes = pd.util.hash_pandas_object(dups.astype(str), index=False)
-    distinct = hashes.groupby(dups[key].to_numpy()).transform("nunique").to_numpy()
-    conflict = np.zeros(len(codes), bool)
-    identical_extra = np.zeros(len(codes), bool)
-    conflict[pos[distinct > 1]] = True
-    extra = dups[key].duplicated(keep="first").to_numpy() & (distinct == 1)
-    identical_extra[pos[extra]] = True
-    rows.mark(conflict, "duplicate_conflict")
-    rows.mark(identical_extra, "duplicate_identical")
-
-
-@dataclass
-class _Keys:
-    """The kept keys of a parent table: canonical column and, when text, its Arrow values."""
-
-    series: pd.Series
-    values: pa.Array | None
-
-
-def _known_parent(col: _Coerced, parent: _Keys) -> np.ndarray:
-    """Whether each value of ``col`` is one of the parent's (kept) keys."""
-    if isinstance(col, _Text) and parent.values is not None:
-        return col.link_parent(parent.values, parent.series.to_numpy())
-    child = _materialise(col, None, pd.RangeIndex(len(col)))
-    return child.isin(parent.series).to_numpy()
-
-
-def _original_values(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows set aside with their original values as Python objects (``None`` for missing)."""
-    if not rows.columns.is_unique:
-        return rows.astype(object).where(rows.notna(), None)
-    cols = {}
-    for col in rows.columns:
-        s = rows[col]
-        if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
-            cols[col] = pd.Series(_to_objects(pa.array(s.array)), index=rows.index, dtype=object, copy=False)
-        else:
-            cols[col] = s.astype(object).where(s.notna(), None)
-    return pd.DataFrame(cols, index=rows.index, columns=rows.columns, copy=False)
-
-
-def _start_parent_lookup(
-    spec: TableSpec, cols: dict[str, _Coerced], parents: dict[str, _Keys], pool: ThreadPoolExecutor
-) -> Future[np.ndarray] | None:
-    """Start looking the parent reference up in a worker thread when both sides are Arrow text."""
-    if spec.parent is None or spec.parent[1] not in parents:
-        return None
-    col, keys = cols[spec.parent[0]], parents[spec.parent[1]]
-    if not isinstance(col, _Text) or keys.values is None:
-        return None
-    return pool.submit(col.link_parent, keys.values, keys.series.to_numpy())
-
-
-def _mark_rules(
-    name: str,
-    spec: TableSpec,
-    cols: dict[str, _Coerced],
-    rows: _Rows,
-    as_of: pd.Timestamp,
-    now: pd.Timestamp,
-) -> None:
-    """The row rules after coercion, in order: negative spend, future, after cutoff, duplicates."""
-    if name == "marketing_spend":
-        amount = cols["amount"]
-        assert isinstance(amount, pd.Series)
-        rows.mark((amount < 0).to_numpy(dtype=bool, na_value=False), "negative_amount")
-    event = EVENT_TIME[name]
-    if event in cols:
-        ts = cols[event]
-        assert isinstance(ts, pd.Series)
-        rows.mark((ts > now).to_numpy(dtype=bool, na_value=False), "in_future")
-        rows.mark((ts >= cutoff_end(as_of)).to_numpy(dtype=bool, na_value=False), "after_cutoff")
-    if spec.key is not None and spec.key in cols:
-        _mark_duplicates(cols, spec.key, rows)
-
-
 def _validate_table(
     name: str,
     raw: pd.DataFrame,
@@ -704,6 +267,7 @@ def _validate_table(
     parents: dict[str, _Keys],
     report: ValidationReport,
 ) -> pd.DataFrame | None:
+    """One table: rename, coerce, mark the rules, account; the kept rows, or None when unusable."""
     spec = SCHEMAS[name]
     treport = TableReport(rows_in=len(raw))
     report.tables[name] = treport
@@ -718,28 +282,33 @@ def _validate_table(
         df = df.reset_index(drop=True)
     rows = _Rows(n)
     cols = _coerce_table(df, spec, cfg, rows, problems)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The parent lookup (Arrow, no GIL) runs while the other rules are checked.
-        lookup = _start_parent_lookup(spec, cols, parents, pool)
-        _mark_rules(name, spec, cols, rows, as_of, now)
-        if spec.parent is not None:
-            col, parent = spec.parent
-            if parent in parents:
-                if lookup is not None:
-                    for other, values in cols.items():  # build the other text columns meanwhile
-                        if other != col and isinstance(values, _Text):
-                            values.objects()
-                    known = lookup.result()
-                else:
-                    known = _known_parent(cols[col], parents[parent])
-                rows.mark(rows.ok & ~known, f"unknown_{parent.rstrip('s')}")
-            elif parent in report.tables:
-                report.notes.append(
-                    f"{name}: {parent} could not be validated; {col} was not checked against it"
-                )
-            else:
-                report.notes.append(f"{name}: no {parent} table; {col} was not checked against it")
+    _mark_row_rules(name, spec, cols, rows, as_of, now, parents, report.tables, report.notes)
+    ok = _account(name, df, rows, treport, problems, report)
+    if any(p.fatal for p in problems):
+        return None
+    assert treport.rows_in == treport.rows_kept + treport.rows_set_aside  # exact accounting
+    all_ok = treport.rows_kept == n
+    index = pd.RangeIndex(treport.rows_kept)
+    keep = None if all_ok else ok
+    # copy=False: every column is fresh or shared copy-on-write; no consolidation copies.
+    clean = pd.DataFrame({c: _materialise(v, keep, index) for c, v in cols.items()}, index=index, copy=False)
+    if spec.key is not None and name in ("customers", "leads") and spec.key in cols:
+        parents[name] = _parent_keys(cols[spec.key], clean[spec.key], keep)
+    return clean
 
+
+def _account(
+    name: str,
+    df: pd.DataFrame,
+    rows: _Rows,
+    treport: TableReport,
+    problems: list[Problem],
+    report: ValidationReport,
+) -> np.ndarray:
+    """Count the rows kept and set aside, quarantine the latter and report the problems.
+
+    Returns the mask of the rows kept.
+    """
     ok = rows.ok
     treport.rows_kept = int(ok.sum())
     treport.set_aside.update(rows.counts())
@@ -752,21 +321,7 @@ def _validate_table(
     report.problems.extend(problems)
     if treport.rows_kept == 0 and treport.rows_in > 0 and not problems:
         report.problems.append(Problem(name, "no usable rows left after validation"))
-    if any(p.fatal for p in problems):
-        return None
-    assert treport.rows_in == treport.rows_kept + treport.rows_set_aside  # exact accounting
-    all_ok = treport.rows_kept == n
-    index = pd.RangeIndex(treport.rows_kept)
-    keep = None if all_ok else ok
-    # copy=False: every column is fresh or shared copy-on-write; no consolidation copies.
-    clean = pd.DataFrame({c: _materialise(v, keep, index) for c, v in cols.items()}, index=index, copy=False)
-    if spec.key is not None and name in ("customers", "leads") and spec.key in cols:
-        key = cols[spec.key]
-        values = None
-        if isinstance(key, _Text):
-            values = (key.values if all_ok else key.values.filter(pa.array(ok))).combine_chunks()
-        parents[name] = _Keys(clean[spec.key], values)
-    return clean
+    return ok
 
 
 # --------------------------------------------------------------------------- public API
@@ -875,7 +430,7 @@ def score_lead_scope(cfg: Config, as_of: date | str | pd.Timestamp) -> LeadScope
     """The :class:`crmscore.io.crm.LeadScope` of a scoring run at ``as_of``, or ``None``.
 
     Scoring uses the leads open at the cutoff whose conversion window is still running
-    (:func:`crmscore.pipelines.features.build_lead_features`): created at or after
+    (:func:`crmscore.features.tables.build_lead_features`): created at or after
     ``cutoff_end - leads.conversion_window_days`` and not converted before ``cutoff_end``.
     The scope reads those with one day of margin on each bound. ``None`` (read every lead)
     with ``leads.include_stale`` or a ``leads.label_column``, which score every open lead.

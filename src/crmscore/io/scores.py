@@ -1,12 +1,10 @@
 """Write scores back to the CRM store in one transaction per run (SQLite or PostgreSQL).
 
-Tables (names from :class:`crmscore.config.ScoringConfig`, validated and quoted):
-
-* ``customer_scores`` — latest row per customer, primary key ``customer_id`` (upserted);
-* ``customer_score_history`` — one row per customer and run, primary key
-  ``(run_id, as_of, customer_id)`` (appended; the key's column order makes a run one index
-  range) and an index on ``scored_at``;
-* ``lead_scores`` / ``lead_score_history`` — likewise with ``lead_id``.
+This module writes (:func:`write_scores`, :class:`ScoreWriter`, :func:`ensure_score_tables`,
+the bulk load of the history) and reads the previous run's scores
+(:func:`read_previous_scores`). The tables and how rows are stored in them are in
+:mod:`crmscore.io.score_tables` (:func:`read_scores`, :func:`score_tables` re-exported
+here), the SQL of one run (replay, shrink guard, latest upsert) in :mod:`crmscore.io.score_runs`.
 
 Contract of :func:`write_scores`:
 
@@ -33,38 +31,51 @@ Contract of :func:`write_scores`:
   ``scoring.chunksize`` elsewhere), which doubles as the staging table: the latest table is
   then upserted with one ``INSERT ... SELECT ... FROM history WHERE run_id = ... AND as_of = ...
   ON CONFLICT (key) DO UPDATE ... WHERE <newer>`` (SQLite >= 3.24). Never a statement per row.
-
-On SQLite dates are stored as ``YYYY-MM-DD`` text and ``scored_at`` as ISO 8601 UTC text with
-an offset (the convention of :mod:`crmscore.io.crm`); on PostgreSQL as ``date`` and
-``timestamptz``. :func:`read_scores` gives the same frame from either store.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
-from crmscore.config import ScoringConfig, redact_url, validate_identifier
-from crmscore.io.crm import _iso_utc, _read_postgres, to_arrow
-from crmscore.scoring.rows import (
-    CUSTOMER_SCORE_COLUMNS,
-    LEAD_SCORE_COLUMNS,
-    ScoreValidationError,
-    check_customer_scores,
-    check_lead_scores,
+from crmscore.config import ScoringConfig, redact_url
+from crmscore.io.crm import to_arrow
+from crmscore.io.score_runs import (
+    _PREVIOUS_COLUMNS,
+    _check_shrink,
+    _previous_from_history,
+    _previous_from_latest,
+    _run_params,
+    _run_rows,
+    _upsert_latest,
 )
+from crmscore.io.score_tables import (
+    _CUSTOMER,
+    _KINDS,
+    _csv_bytes,
+    _day_param,
+    _executemany,
+    _Kind,
+    _normalise,
+    _qualified,
+    _ready,
+    read_scores,
+    score_tables,
+)
+from crmscore.io.score_tables import LATEST_FILLFACTOR as LATEST_FILLFACTOR
+from crmscore.scoring.rows import CUSTOMER_SCORE_COLUMNS as CUSTOMER_SCORE_COLUMNS
+from crmscore.scoring.rows import LEAD_SCORE_COLUMNS as LEAD_SCORE_COLUMNS
+from crmscore.scoring.rows import ScoreValidationError, check_customer_scores, check_lead_scores
 
 __all__ = [
     "ScoreTableError",
@@ -78,30 +89,12 @@ __all__ = [
     "write_scores",
 ]
 
-log = logging.getLogger(__name__)
 
-Which = Literal["customer_scores", "customer_history", "lead_scores", "lead_history"]
+log = logging.getLogger(__name__)
 
 
 class ScoreTableError(RuntimeError):
     """An existing score table does not have the columns the scores need."""
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """One family of score tables (customers or leads)."""
-
-    name: str  # "customer" / "lead"
-    key: str
-    columns: Mapping[str, str]
-    latest_attr: str
-    history_attr: str
-
-
-_CUSTOMER = _Kind(
-    "customer", "customer_id", CUSTOMER_SCORE_COLUMNS, "customer_scores_table", "customer_history_table"
-)
-_LEAD = _Kind("lead", "lead_id", LEAD_SCORE_COLUMNS, "lead_scores_table", "lead_history_table")
 
 
 @dataclass
@@ -126,68 +119,6 @@ class WriteResult:
     latest_updated: dict[str, int] = field(default_factory=dict)
     history_inserted: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------
-# table definitions
-
-
-def _sa_type(kind: str) -> sa.types.TypeEngine[Any]:
-    if kind == "float":
-        return sa.Float(53)
-    if kind == "int":
-        return sa.BigInteger()
-    if kind == "bool":
-        return sa.Boolean()
-    if kind == "date":
-        return sa.Date().with_variant(sa.Text(), "sqlite")
-    if kind == "timestamp":
-        return sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
-    return sa.Text()
-
-
-#: fillfactor of the latest-score tables on PostgreSQL (percent of each page filled by inserts)
-LATEST_FILLFACTOR = 50
-
-
-def _tables(
-    kind: _Kind, cfg: ScoringConfig, schema: str | None, md: sa.MetaData
-) -> tuple[sa.Table, sa.Table]:
-    latest_name = validate_identifier(getattr(cfg, kind.latest_attr), f"scoring.{kind.latest_attr}")
-    hist_name = validate_identifier(getattr(cfg, kind.history_attr), f"scoring.{kind.history_attr}")
-    required = {kind.key, "as_of", "run_id", "scored_at"}
-
-    def cols(pk: tuple[str, ...]) -> list[sa.SchemaItem]:
-        # canonical column order; the key's own column order (its index order) given explicitly
-        columns: list[sa.SchemaItem] = [
-            sa.Column(c, _sa_type(k), nullable=c not in (set(pk) | required)) for c, k in kind.columns.items()
-        ]
-        return [*columns, sa.PrimaryKeyConstraint(*pk)]
-
-    # PostgreSQL: half of each page left free, so that the next run's update of a row fits on
-    # its page, a heap-only (HOT) update without a new primary-key entry (the page's dead
-    # versions are pruned as it fills): the upsert of 1M rows takes 5 s instead of 8.5 s, the
-    # table twice the space. Only tables crmscore creates get it; see docs/scoring.md.
-    latest = sa.Table(
-        latest_name, md, *cols((kind.key,)), schema=schema, postgresql_with={"fillfactor": LATEST_FILLFACTOR}
-    )
-    # history keyed (run_id, as_of, id): a run's rows are one index range (replay check, upsert)
-    hist = sa.Table(hist_name, md, *cols(("run_id", "as_of", kind.key)), schema=schema)
-    # finds the previous run (ORDER BY scored_at DESC LIMIT 1) without a scan
-    sa.Index(f"ix_{hist_name}_scored_at"[:63], hist.c.scored_at)
-    return latest, hist
-
-
-def score_tables(cfg: ScoringConfig, schema: str | None = None) -> dict[str, sa.Table]:
-    """SQLAlchemy tables of the four score tables, keyed by their configured names."""
-    if schema is not None:
-        validate_identifier(schema, "data.db_schema")
-    md = sa.MetaData()
-    out: dict[str, sa.Table] = {}
-    for kind in (_CUSTOMER, _LEAD):
-        for t in _tables(kind, cfg, schema, md):
-            out[t.name] = t
-    return out
 
 
 def _check_existing(conn: sa.Connection, tables: Iterable[sa.Table]) -> None:
@@ -217,75 +148,8 @@ def ensure_score_tables(conn: sa.Connection, cfg: ScoringConfig, schema: str | N
     next(iter(tables.values())).metadata.create_all(conn, checkfirst=True)
 
 
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _qualified(conn: sa.Connection, t: sa.Table) -> str:
-    p = conn.dialect.identifier_preparer
-    return p.format_table(t)
-
-
-def _day_param(d: Any, backend: str) -> Any:
-    day = pd.Timestamp(d).date()
-    return day.isoformat() if backend == "sqlite" else day
-
-
-def _iso_days(s: pd.Series) -> pd.Series:
-    """Dates as ``YYYY-MM-DD`` text (converted once per distinct value: one per run)."""
-    uniq = pd.unique(s)
-    text = {v: None if pd.isna(v) else pd.Timestamp(v).date().isoformat() for v in uniq}
-    return s.map(text).astype(object)
-
-
-def _ready(df: pd.DataFrame, columns: Mapping[str, str], backend: str) -> pd.DataFrame:
-    """Dates as ISO text, booleans as 0/1 on SQLite (timestamps: see ``crmscore.io.crm``)."""
-    out = df.copy(deep=False)
-    for c, k in columns.items():
-        if k == "date":
-            out[c] = _iso_days(df[c])
-        elif k == "bool":
-            out[c] = df[c].astype(np.int64 if backend == "sqlite" else bool)
-    return out
-
-
-def _executemany(conn: sa.Connection, df: pd.DataFrame, target: str, chunksize: int) -> None:
-    """Bulk insert ``df`` into ``target`` (quoted) with the driver's ``executemany`` in batches.
-
-    Timestamps become ISO 8601 UTC text with an offset, missing values ``None``. (Arrays are
-    copied: under pandas copy-on-write ``to_numpy`` may hand out read-only views.)
-    """
-    columns: list[np.ndarray] = []
-    for c in df.columns:
-        s = df[c]
-        if isinstance(s.dtype, pd.DatetimeTZDtype):
-            arr = _iso_utc(s)
-        else:
-            arr = np.array(s.to_numpy(dtype=object), dtype=object, copy=True)
-            miss = pd.isna(arr)
-            if miss.any():
-                arr[miss] = None
-        columns.append(arr)
-    p = conn.dialect.identifier_preparer
-    marks = ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * len(df.columns))
-    sql = f"INSERT INTO {target} ({', '.join(p.quote(str(c)) for c in df.columns)}) VALUES ({marks})"
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        for start in range(0, len(df), chunksize):
-            cursor.executemany(sql, zip(*(col[start : start + chunksize] for col in columns), strict=True))
-    finally:
-        cursor.close()
-
-
 #: rows per CSV batch of the PostgreSQL ``COPY`` (formatted while the previous one is sent)
 _COPY_BATCH_ROWS = 100_000
-
-
-def _csv_bytes(batch: pa.RecordBatch) -> pa.Buffer:
-    """One batch as CSV without header (Arrow's C++ writer: UTC ``Z`` timestamps, NULL = empty)."""
-    sink = pa.BufferOutputStream()
-    pa_csv.write_csv(batch, sink, pa_csv.WriteOptions(include_header=False))
-    return sink.getvalue()
 
 
 def _copy_csv(conn: sa.Connection, df: pd.DataFrame, target: str) -> None:
@@ -320,56 +184,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
-def _run_params(df: pd.DataFrame, backend: str) -> dict[str, Any]:
-    return {"run": str(df["run_id"].iloc[0]), "as_of": _day_param(df["as_of"].iloc[0], backend)}
-
-
-def _run_rows(conn: sa.Connection, hist: sa.Table, params: Mapping[str, Any]) -> int:
-    """Rows of the run ``(run, as_of)`` already in ``hist`` (a primary-key range count)."""
-    q = _qualified(conn, hist)
-    return int(
-        conn.execute(
-            sa.text(f"SELECT COUNT(*) FROM {q} WHERE run_id = :run AND as_of = :as_of"), params
-        ).scalar_one()
-    )
-
-
-def _previous_run(
-    conn: sa.Connection, hist: sa.Table, params: Mapping[str, Any]
-) -> tuple[str, Any, int] | None:
-    """``(run_id, as_of, rows)`` of the latest other run in ``hist`` (by ``scored_at``), or None."""
-    q = _qualified(conn, hist)
-    row = conn.execute(
-        sa.text(
-            f"SELECT run_id, as_of FROM {q} WHERE NOT (run_id = :run AND as_of = :as_of) "
-            "ORDER BY scored_at DESC LIMIT 1"
-        ),
-        params,
-    ).first()
-    if row is None:
-        return None
-    return str(row[0]), row[1], _run_rows(conn, hist, {"run": row[0], "as_of": row[1]})
-
-
-def _check_shrink(
-    conn: sa.Connection,
-    hist: sa.Table,
-    n_rows: int,
-    params: Mapping[str, Any],
-    min_ratio: float,
-    what: str,
-) -> None:
-    prev = _previous_run(conn, hist, params)
-    if prev is None or prev[2] == 0:
-        return
-    if n_rows < min_ratio * prev[2]:
-        raise ScoreValidationError(
-            f"{what}: {n_rows} rows is fewer than {min_ratio:.0%} of the previous run's {prev[2]} rows "
-            f"(run {prev[0]!r}, as of {prev[1]}); refusing to write a sharply shrunken score set "
-            "(check the input data, or lower scoring.min_rows_ratio knowingly)"
-        )
-
-
 def _append_history(
     conn: sa.Connection, df: pd.DataFrame, kind: _Kind, hist: sa.Table, chunksize: int
 ) -> int:
@@ -388,44 +202,6 @@ def _append_history(
     else:
         _executemany(conn, ready, _qualified(conn, hist), chunksize)
     return len(df)
-
-
-def _upsert_latest(
-    conn: sa.Connection,
-    kind: _Kind,
-    hist: sa.Table,
-    latest: sa.Table,
-    params: Mapping[str, Any],
-    ids: list[str] | None = None,
-) -> int:
-    """Insert or replace latest rows from the run's history rows; only a newer run replaces a row.
-
-    ``ids`` (PostgreSQL): only the run's rows of these ids (the rows held back for their
-    reasons, sent after the others were upserted).
-    """
-    p = conn.dialect.identifier_preparer
-    cols = [p.quote(c) for c in kind.columns]
-    key = p.quote(kind.key)
-    sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
-    newer = (
-        "excluded.as_of > cur.as_of OR (excluded.as_of = cur.as_of AND excluded.run_id <> cur.run_id "
-        "AND excluded.scored_at >= cur.scored_at)"
-    )
-    sql = (
-        f"INSERT INTO {_qualified(conn, latest)} AS cur ({', '.join(cols)}) "
-        f"SELECT {', '.join(cols)} FROM {_qualified(conn, hist)} WHERE run_id = :run AND as_of = :as_of "
-        + (f"AND {key} = ANY(:ids) " if ids is not None else "")
-        + f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {newer}"
-    )
-    bound = dict(params) if ids is None else {**params, "ids": ids}
-    return max(int(conn.execute(sa.text(sql), bound).rowcount), 0)
-
-
-# --------------------------------------------------------------------------------------------
-# public API
-
-
-_KINDS: dict[str, _Kind] = {"customer": _CUSTOMER, "lead": _LEAD}
 
 
 class ScoreWriter:
@@ -782,51 +558,6 @@ def write_scores(
     return writer.result
 
 
-def _normalise(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
-    out = df.copy()
-    for c, k in columns.items():
-        if c not in out:
-            continue
-        if k == "date":
-            out[c] = pd.to_datetime(out[c]).dt.date.astype(object)
-        elif k == "timestamp":
-            out[c] = pd.to_datetime(out[c], utc=True, format="ISO8601").dt.as_unit("us")
-        elif k == "bool":
-            out[c] = out[c].astype(bool)
-        elif k == "float":
-            out[c] = out[c].astype(np.float64)
-        elif k == "int":
-            out[c] = out[c].astype(np.int64)
-        else:
-            vals = np.array(out[c].to_numpy(dtype=object), dtype=object, copy=True)
-            vals[pd.isna(vals)] = None
-            out[c] = pd.Series(vals, index=out.index, dtype=object)
-    return out
-
-
-def read_scores(
-    engine: sa.Engine, cfg: ScoringConfig, which: Which = "customer_scores", schema: str | None = None
-) -> pd.DataFrame:
-    """Read one score table, typed alike from SQLite and PostgreSQL, sorted by its key.
-
-    ``which`` is ``customer_scores``, ``customer_history``, ``lead_scores`` or
-    ``lead_history``. An absent table gives an empty frame with the columns.
-    """
-    kind = _CUSTOMER if which.startswith("customer") else _LEAD
-    attr = kind.latest_attr if which.endswith("scores") else kind.history_attr
-    table = score_tables(cfg, schema)[getattr(cfg, attr)]
-    if not sa.inspect(engine).has_table(table.name, schema=schema):
-        return _normalise(pd.DataFrame({c: [] for c in kind.columns}), kind.columns)
-    order = [table.c[kind.key]] + ([table.c.as_of, table.c.run_id] if attr == kind.history_attr else [])
-    with engine.connect() as conn:
-        df = pd.read_sql_query(sa.select(table).order_by(*order), conn)
-    return _normalise(df, kind.columns).reset_index(drop=True)
-
-
-#: columns of :func:`read_previous_scores` and their kinds (:func:`_normalise`)
-_PREVIOUS_COLUMNS = {"customer_id": "id", "as_of": "date", "churn_probability": "float"}
-
-
 def read_previous_scores(
     engine: sa.Engine,
     cfg: ScoringConfig,
@@ -867,35 +598,3 @@ def read_previous_scores(
     if df.empty:
         return None
     return _normalise(df, _PREVIOUS_COLUMNS)
-
-
-def _previous_from_latest(engine: sa.Engine, latest: sa.Table, day: Any, run: str) -> pd.DataFrame | None:
-    """The latest-score rows, if none is later than ``day`` or of the run ``(run, day)``; else None."""
-    later = sa.or_(latest.c.as_of > day, sa.and_(latest.c.run_id == run, latest.c.as_of == day))
-    with engine.connect() as conn:
-        n_later = conn.execute(sa.select(sa.func.count()).select_from(latest).where(later)).scalar_one()
-    if n_later:
-        log.debug("%s: %d rows later than %s or of this run: previous scores from the history",
-                  latest.name, n_later, day)  # fmt: skip
-        return None
-    statement = sa.select(
-        latest.c.customer_id, sa.cast(latest.c.as_of, sa.Text).label("as_of"), latest.c.churn_probability
-    )
-    frame = _read_postgres(engine, statement) if engine.dialect.name == "postgresql" else None
-    if frame is None:
-        with engine.connect() as conn:
-            frame = pd.read_sql_query(statement, conn)
-    return frame
-
-
-def _previous_from_history(engine: sa.Engine, hist: sa.Table, day: Any, run: str) -> pd.DataFrame:
-    """Each customer's newest history row at or before ``day`` that is not of the run ``(run, day)``."""
-    with engine.connect() as conn:
-        q = _qualified(conn, hist)
-        sql = (
-            "SELECT customer_id, as_of, churn_probability FROM ("
-            "SELECT customer_id, as_of, churn_probability, ROW_NUMBER() OVER "
-            "(PARTITION BY customer_id ORDER BY as_of DESC, scored_at DESC) AS rn "
-            f"FROM {q} WHERE as_of <= :as_of AND NOT (run_id = :run AND as_of = :as_of)) AS h WHERE rn = 1"
-        )
-        return pd.read_sql_query(sa.text(sql), conn, params={"as_of": day, "run": run})

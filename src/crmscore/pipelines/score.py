@@ -1,21 +1,28 @@
 """Orchestration of ``crmscore score``: champion models → features → scores → CRM write-back.
 
-The @champion version of each registered model is resolved **once**, at the start, and the
-fixed version (``models:/name/N``, not the moving alias) is loaded, so a promotion during the
-run cannot mix models. Every customer known at ``as_of`` and every lead open at ``as_of`` is
-scored, customers unseen at training time included (flagged cold-start when their history is
-short). The written churn probability is the registered pyfunc's prediction (computed by
-the loaded version's bundle, which the pyfunc's ``predict`` calls; see ``_predict``).
+The @champion version of each model kind (:data:`crmscore.estimators.specs.SPECS`) is
+resolved **once**, at the start, and the fixed version (``models:/name/N``, not the moving
+alias) is loaded, so a promotion during the run cannot mix models. Every kind is optional: a
+kind without a champion, or whose data this CRM lacks, is left out, its columns are NULL and
+the run's notes (:attr:`ScoreRun.notes`, printed by the CLI) say why; the run fails only when
+no kind can score. Without a CLV model the value at risk is the churn probability times the
+last year's revenue (:func:`crmscore.scoring.rows.value_at_risk`); without a churn model there
+is no value at risk and no worklist.
 
-Order of the work: features → churn probability of every customer → CLV and its interval →
-customer score rows → churn reasons → open leads → lead score rows → commit → worklist. The
-write-back (:class:`crmscore.io.scores.ScoreWriter`, one transaction) starts with the customer
-rows: on PostgreSQL the server stores them while the reasons and the leads are computed, the
-explained customers' rows following once their reasons are known. Reasons (exact LightGBM
-contributions, about 1 ms per row) are computed only for the customers someone acts on: the
-top ``scoring.explain_top_n`` by value at risk (churn probability x CLV, hence after the CLV),
-every worklist account, plus ``churn.explain_bands`` / ``churn.explain_top_n``; leads in
-``leads.explain_grades``. Other rows get ``top_reasons = None`` ("not explained in this run").
+Every customer known at ``as_of`` and every lead open at ``as_of`` is scored, customers unseen
+at training time included (flagged cold-start when their history is short). The written
+scores are the loaded estimators' own predictions (``ModelSpec.predict``: the code the
+registered pyfunc runs, without MLflow's conversion of a million rows to text and back).
+
+Order of the work: features → every customer kind's outputs (churn probability, CLV and its
+interval) → customer score rows → churn reasons → open leads → lead score rows → commit →
+worklist. The write-back (:class:`crmscore.io.scores.ScoreWriter`, one transaction) starts
+with the customer rows: on PostgreSQL the server stores them while the reasons and the leads
+are computed, the explained customers' rows following once their reasons are known. Reasons
+(exact LightGBM contributions, about 1 ms per row) are computed only for the customers someone
+acts on: the top ``scoring.explain_top_n`` by value at risk, every worklist account, plus
+``churn.explain_bands`` / ``churn.explain_top_n``; leads in ``leads.explain_grades``. Other rows
+get ``top_reasons = None`` ("not explained in this run").
 
 The run id is deterministic — a digest of ``as_of``, the model versions and the input data —
 so scoring the same data with the same models again is a replay: it changes nothing.
@@ -27,7 +34,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -40,9 +47,12 @@ import pandas as pd
 from crmscore.config import Config
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
+from crmscore.estimators.specs import SPECS, ModelSpec, get_spec
+from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores, value_at_risk
 
 __all__ = [
     "ChampionModel",
+    "CustomerOutputs",
     "NoChampionError",
     "ScoreRun",
     "churn_rows_to_explain",
@@ -53,8 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_BTYD = ["frequency", "recency", "T", "monetary_value"]
-
 
 class NoChampionError(RuntimeError):
     """A registered model has no @champion version yet."""
@@ -62,7 +70,7 @@ class NoChampionError(RuntimeError):
 
 @dataclass
 class ChampionModel:
-    """A champion model version loaded as an MLflow pyfunc, with its native bundle."""
+    """A champion model version loaded as an MLflow pyfunc, with its fitted estimator."""
 
     kind: str
     name: str
@@ -70,8 +78,18 @@ class ChampionModel:
     pyfunc: Any
 
     @property
-    def bundle(self) -> Any:
-        return self.pyfunc.unwrap_python_model().bundle
+    def spec(self) -> ModelSpec:
+        """The kind's spec."""
+        return get_spec(self.kind)
+
+    @property
+    def model(self) -> Any:
+        """The fitted estimator behind the pyfunc (what :meth:`predict` runs)."""
+        return self.pyfunc.unwrap_python_model().model
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The kind's outputs for ``X`` (index ``X.index``): what is written."""
+        return self.spec.predict(self.model, X)
 
 
 @dataclass
@@ -93,45 +111,65 @@ class ScoreRun:
     written: Any = None
     files: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: what this run left out and why (kinds without a champion or data, no worklist ...)
+    notes: list[str] = field(default_factory=list)
+    scored_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
 
 
 def resolve_champions(
-    cfg: Config, kinds: tuple[str, ...] = ("churn", "clv", "leads"), optional: tuple[str, ...] = ("leads",)
+    cfg: Config, kinds: Iterable[str] | None = None, notes: list[str] | None = None
 ) -> dict[str, ChampionModel]:
-    """Resolve and load the @champion version of each model once.
+    """Resolve and load the @champion version of each model kind once.
 
-    A model of ``optional`` without a champion is skipped with a warning (e.g. leads when the
-    lead model could not be trained yet); any other is an error.
+    A kind without a champion is left out (with a note in ``notes`` when given, and a
+    warning); the others are loaded.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``tracking`` block.
+    kinds : iterable of str, optional
+        Kinds to look up (default every kind).
+    notes : list, optional
+        Receives one line per kind left out.
 
     Raises
     ------
     NoChampionError
-        A model has no champion (run ``crmscore train`` first, or ``crmscore promote``).
+        No kind has a champion (run ``crmscore train`` first, or ``crmscore promote``).
     """
     from crmscore.tracking import TrackingSession, load_pyfunc
 
     models: dict[str, ChampionModel] = {}
+    missing: list[str] = []
     with TrackingSession(cfg.tracking) as ts:
-        for kind in kinds:
-            name = getattr(cfg.tracking.registered_names, kind)
+        for kind in kinds if kinds is not None else SPECS:
+            name = get_spec(kind).registered_name(cfg)
             version = ts.champion(name)
-            if version is None and kind in optional:
-                log.warning("no @champion for %s: %s are not scored", name, kind)
-                continue
             if version is None:
-                raise NoChampionError(
-                    f"registered model {name!r} has no @champion version: run 'crmscore train' "
-                    f"or 'crmscore promote {kind}' first"
-                )
+                missing.append(name)
+                _note(notes, f"{kind}: not scored: registered model {name!r} has no @champion version")
+                continue
             with stage(f"loading {name} v{version}"):
                 models[kind] = ChampionModel(
                     kind, name, int(version), load_pyfunc(f"models:/{name}/{version}")
                 )
+    if not models:
+        raise NoChampionError(
+            f"no registered model has a @champion version ({', '.join(missing)}): run 'crmscore train' "
+            "or 'crmscore promote KIND VERSION' first"
+        )
     return models
 
 
+def _note(notes: list[str] | None, text: str) -> None:
+    log.warning("%s", text)
+    if notes is not None:
+        notes.append(text)
+
+
 def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
-    features = list(model.bundle.features)
+    features = [c for c, _ in model.spec.inputs(model.model)]
     missing = [c for c in features if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -149,18 +187,6 @@ def _stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[No
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
-def _predict(model: ChampionModel, X: pd.DataFrame) -> pd.DataFrame:
-    """The registered model's predictions for ``X`` (index ``X.index``): what is written.
-
-    The registered pyfunc's ``predict`` is its bundle's ``predict_frame`` behind MLflow's
-    input-schema conversion (:func:`crmscore.tracking.prepare_input` turns the feature table
-    into the signature's types). The feature table is already typed, so the bundle of the
-    loaded version scores it directly: the same code and the same numbers (a test compares
-    them bit for bit), without converting a million rows to text and back (3-4 s at 1M).
-    """
-    return model.bundle.predict_frame(X)
-
-
 def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
     """``top_reasons`` JSON for the rows of ``X`` where ``mask`` is set, None elsewhere."""
     out = np.full(len(X), None, dtype=object)
@@ -170,18 +196,17 @@ def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) ->
 
 def _reasons_of(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
     """``top_reasons`` JSON of the rows of ``X`` where ``mask`` is set, in their order."""
-    from crmscore.estimators.reasons import rank_contributions, reasons_json
-
     rows = np.flatnonzero(mask)
     if not len(rows):
         return np.empty(0, dtype=object)
-    chosen = X.iloc[rows]
-    ranked = rank_contributions(model.bundle.contributions(chosen), chosen, n=n)
-    return np.array(reasons_json(ranked, len(rows)), dtype=object)
+    return np.array(model.model.reasons_json(X.iloc[rows], n=n), dtype=object)
 
 
 def churn_rows_to_explain(
-    churn_out: pd.DataFrame, clv_out: pd.DataFrame | None, cfg: Config
+    churn_out: pd.DataFrame,
+    clv_out: pd.DataFrame | None,
+    cfg: Config,
+    features: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, str]:
     """Which customers get churn reasons, and why (for the log).
 
@@ -197,9 +222,12 @@ def churn_rows_to_explain(
     churn_out : DataFrame
         ``churn_probability`` and ``churn_risk`` of every customer (index: customer id).
     clv_out : DataFrame or None
-        ``predicted_clv`` of the customers with a purchase (others have no CLV: value at risk 0).
+        ``predicted_clv`` of the customers with a purchase (others have no CLV: value at risk
+        0); None without a CLV model (value at risk from ``features``' ``spend_365d``).
     cfg : Config
         ``scoring`` and ``churn`` blocks.
+    features : DataFrame, optional
+        The feature table (for the value at risk without a CLV model).
 
     Returns
     -------
@@ -207,19 +235,18 @@ def churn_rows_to_explain(
         Boolean mask aligned with ``churn_out`` and a description of the rule applied.
     """
     from crmscore.estimators.reasons import rows_to_explain
-    from crmscore.scoring.rows import value_at_risk
     from crmscore.scoring.worklist import top_by_value_at_risk
 
     p = churn_out["churn_probability"].astype(np.float64)
     clv = (
         clv_out["predicted_clv"].astype(np.float64).reindex(churn_out.index)
-        if clv_out is not None
-        else pd.Series(np.nan, index=churn_out.index)
+        if clv_out is not None and "predicted_clv" in clv_out.columns
+        else None
     )
     ranked = pd.DataFrame(
         {
             "customer_id": churn_out.index.astype(str).to_numpy(dtype=object),
-            "value_at_risk": value_at_risk(p, clv).to_numpy(),
+            "value_at_risk": value_at_risk(p, clv, features).to_numpy(),
             "churn_probability": p.to_numpy(),
             "churn_risk": churn_out["churn_risk"].to_numpy(dtype=object),
         }
@@ -246,25 +273,18 @@ def churn_rows_to_explain(
     return mask | chosen, "; ".join(why)
 
 
-def _explain_churn(
-    model: ChampionModel,
-    features: pd.DataFrame,
-    churn_out: pd.DataFrame,
-    clv_out: pd.DataFrame | None,
-    cfg: Config,
-) -> None:
-    """Add ``top_reasons`` to ``churn_out`` (in place) for :func:`churn_rows_to_explain`."""
-    mask = _churn_explain_mask(churn_out, clv_out, cfg)
-    churn_out["top_reasons"] = _reasons(model, features, mask, cfg.churn.n_reasons)
-
-
-def _churn_explain_mask(churn_out: pd.DataFrame, clv_out: pd.DataFrame | None, cfg: Config) -> np.ndarray:
-    """:func:`churn_rows_to_explain`, logged."""
-    mask, why = churn_rows_to_explain(churn_out, clv_out, cfg)
+def _explain_mask(
+    outputs: CustomerOutputs, features: pd.DataFrame, cfg: Config
+) -> tuple[ChampionModel | None, np.ndarray]:
+    """The customer model to explain and the rows to explain (:func:`churn_rows_to_explain`), logged."""
+    model = outputs.explained
+    if model is None:
+        return None, np.zeros(len(features), dtype=bool)
+    mask, why = churn_rows_to_explain(outputs.frames[model.kind], outputs.value_frame, cfg, features)
     n, k = len(mask), int(mask.sum())
     hint = "" if k == n else "; set scoring.explain_top_n or churn.explain_bands to explain more"
     log.info("reasons for %s of %s customers: %s%s", f"{k:,}", f"{n:,}", why, hint)
-    return mask
+    return model, mask
 
 
 def _explain_leads(
@@ -273,7 +293,7 @@ def _explain_leads(
     """Add ``top_reasons`` to ``lead_out`` (in place): ``leads.explain_grades`` and ``explain_top_n``."""
     from crmscore.estimators.reasons import rows_to_explain
 
-    lc = cfg.leads
+    lc = getattr(cfg, model.kind)
     mask = rows_to_explain(
         lead_out["conversion_probability"].to_numpy(),
         groups=lead_out["lead_grade"].to_numpy(),
@@ -292,18 +312,73 @@ def _explain_leads(
     lead_out["top_reasons"] = _reasons(model, lead_features, mask, lc.n_reasons)
 
 
+@dataclass
+class CustomerOutputs:
+    """Every customer kind's outputs at ``as_of`` (kind → frame, intervals beside)."""
+
+    features: pd.DataFrame
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    intervals: dict[str, pd.DataFrame] = field(default_factory=dict)
+    explained: ChampionModel | None = None
+
+    def all_frames(self) -> list[pd.DataFrame]:
+        """The output and interval frames, for the assembly."""
+        return [*self.frames.values(), *self.intervals.values()]
+
+    @property
+    def value_frame(self) -> pd.DataFrame | None:
+        """The frame holding ``predicted_clv`` (None without a CLV model)."""
+        return next((f for f in self.frames.values() if "predicted_clv" in f.columns), None)
+
+
+def _usable(models: dict[str, ChampionModel], data: CRMData, cfg: Config, notes: list[str] | None) -> dict:
+    """The champions whose data this CRM has (the others noted and left out)."""
+    out = {}
+    for kind, m in models.items():
+        missing = m.spec.missing_data(data, cfg)
+        if missing:
+            _note(notes, f"{kind}: not scored: {missing}")
+            continue
+        out[kind] = m
+    return out
+
+
+def _score_customers(
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    models: dict[str, ChampionModel],
+    timings: dict[str, float] | None,
+) -> CustomerOutputs:
+    """Features and every customer kind's outputs and intervals (no reasons yet)."""
+    from crmscore.features.tables import build_feature_table
+
+    with _stage("features", f"building features as of {as_of}", timings):
+        features = build_feature_table(data, as_of, cfg)
+    out = CustomerOutputs(features)
+    for kind, model in models.items():
+        spec = model.spec
+        if spec.target != "customer":
+            continue
+        rows = spec.select_rows(features)
+        _require_columns(model, rows)
+        with _stage(f"{kind}_predict", f"scoring {kind} for {len(rows):,} customers", timings):
+            out.frames[kind] = model.predict(rows)
+            if spec.interval is not None:
+                out.intervals[kind] = spec.interval(model.model, rows)
+        if spec.explainable and out.explained is None:
+            out.explained = model
+    return out
+
+
 def score_frames(
     data: CRMData,
     as_of: date,
     cfg: Config,
     models: dict[str, ChampionModel],
     timings: dict[str, float] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame, pd.DataFrame | None]:
-    """Model outputs at ``as_of``: (features, churn_out, clv_out, clv_interval, lead_out).
-
-    Order: features; churn probabilities of every customer; CLV and its interval; then the
-    churn reasons, whose rows are chosen by value at risk (:func:`churn_rows_to_explain`);
-    then the open leads (features, scores, reasons for ``leads.explain_grades``).
+) -> tuple[CustomerOutputs, pd.DataFrame | None]:
+    """Model outputs at ``as_of``: every customer kind's outputs (with reasons) and the open leads'.
 
     Parameters
     ----------
@@ -316,38 +391,15 @@ def score_frames(
     models : dict
         :func:`resolve_champions` output.
     timings : dict, optional
-        Filled with the wall time (s) of each step: ``features``, ``churn_predict``, ``clv``,
-        ``churn_reasons``, ``lead_features``, ``lead_predict``, ``lead_reasons``.
+        Filled with the wall time (s) of each step.
     """
-    features, churn_out, clv_out, clv_interval = _score_customers(data, as_of, cfg, models, timings)
-    with _stage("churn_reasons", "churn reasons", timings):
-        _explain_churn(models["churn"], features, churn_out, clv_out, cfg)
-    lead_out = _score_leads(data, as_of, cfg, models, timings)
-    return features, churn_out, clv_out, clv_interval, lead_out
-
-
-def _score_customers(
-    data: CRMData,
-    as_of: date,
-    cfg: Config,
-    models: dict[str, ChampionModel],
-    timings: dict[str, float] | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Features, churn probabilities, CLV and its interval (no reasons yet)."""
-    from crmscore.pipelines.features import build_feature_table
-
-    with _stage("features", f"building features as of {as_of}", timings):
-        features = build_feature_table(data, as_of, cfg)
-    churn = models["churn"]
-    _require_columns(churn, features)
-    with _stage("churn_predict", f"predicting churn for {len(features):,} customers", timings):
-        churn_out = _predict(churn, features)
-    clv = models["clv"]
-    buyers = features.loc[features["frequency"].notna(), _BTYD]
-    with _stage("clv", f"scoring lifetime value for {len(buyers):,} customers", timings):
-        clv_out = _predict(clv, buyers)
-        clv_interval = clv.bundle.model.predict_interval(buyers)
-    return features, churn_out, clv_out, clv_interval
+    outputs = _score_customers(data, as_of, cfg, models, timings)
+    model, mask = _explain_mask(outputs, outputs.features, cfg)
+    if model is not None:
+        with _stage("churn_reasons", "churn reasons", timings):
+            n = getattr(cfg, model.kind).n_reasons
+            outputs.frames[model.kind]["top_reasons"] = _reasons(model, outputs.features, mask, n)
+    return outputs, _score_leads(data, as_of, cfg, models, timings)
 
 
 def _score_leads(
@@ -358,18 +410,19 @@ def _score_leads(
     timings: dict[str, float] | None,
 ) -> pd.DataFrame | None:
     """Open-lead scores with their reasons; None without a lead champion or open leads."""
-    from crmscore.pipelines.features import build_lead_features
+    from crmscore.features.tables import build_lead_features
 
-    if "leads" not in models or data.leads is None:  # optional: skipped without a champion
+    lead_models = [m for m in models.values() if m.spec.target == "lead"]
+    if not lead_models or data.leads is None:
         return None
-    leads = models["leads"]
+    leads = lead_models[0]
     with _stage("lead_features", "building open-lead features", timings):
         lead_features = build_lead_features(data, as_of, cfg)
     if not len(lead_features):
         return None
     _require_columns(leads, lead_features)
     with _stage("lead_predict", f"scoring {len(lead_features):,} open leads", timings):
-        lead_out = _predict(leads, lead_features)
+        lead_out = leads.predict(lead_features)
     with _stage("lead_reasons", "lead reasons", timings):
         _explain_leads(leads, lead_features, lead_out, cfg)
     return lead_out
@@ -381,7 +434,7 @@ def _run_id(
     if input_digest:
         digest = {"inputs": input_digest["all"]}
     else:
-        from crmscore.pipelines.train import data_digest
+        from crmscore.core.digest import data_digest
 
         digest = data_digest(data)
     payload = {
@@ -403,7 +456,7 @@ def run_score(
     run_id: str | None = None,
     input_digest: Mapping[str, str] | None = None,
 ) -> ScoreRun:
-    """Score every customer and open lead at ``as_of`` and write the results.
+    """Score every customer and open lead at ``as_of`` with the champions there are, and write.
 
     Parameters
     ----------
@@ -424,98 +477,151 @@ def run_score(
     input_digest : mapping, optional
         ``ValidationReport.input_digest`` of ``data``: the run id then digests the inputs as
         read (fast on Arrow-backed tables) instead of hashing the validated tables again.
-    """
-    from crmscore.io.crm import create_engine
-    from crmscore.io.scores import read_previous_scores
-    from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores
-    from crmscore.scoring.worklist import build_worklist, write_scores_file, write_worklist
 
-    kinds = ("churn", "clv", "leads") if data.leads is not None else ("churn", "clv")
+    Raises
+    ------
+    NoChampionError
+        No kind has a champion, or none whose data this CRM has.
+    """
     timings: dict[str, float] = {}
+    notes: list[str] = []
     start = time.perf_counter()
-    models = resolve_champions(cfg, kinds)
+    models = _usable(resolve_champions(cfg, notes=notes), data, cfg, notes)
+    if not models:
+        raise NoChampionError("no champion model can score this CRM: " + "; ".join(notes))
     timings["models"] = time.perf_counter() - start
     versions = {k: {"name": m.name, "version": m.version} for k, m in models.items()}
     start = time.perf_counter()
     rid = run_id or _run_id(as_of, models, data, input_digest)
     timings["run_id"] = time.perf_counter() - start
-    scored_at = pd.Timestamp.now(tz="UTC")
-    features, churn_out, clv_out, clv_interval = _score_customers(data, as_of, cfg, models, timings)
-    explain = _churn_explain_mask(churn_out, clv_out, cfg)
-    churn_out["top_reasons"] = None  # filled below, once the customer rows are on their way
+    run = ScoreRun(rid, as_of, None, None, versions, timings=timings, notes=notes)
+    customers = any(m.spec.target == "customer" for m in models.values())
+    outputs = _score_customers(data, as_of, cfg, models, timings) if customers else None
+    if outputs is None or not outputs.frames:
+        _note(notes, "no customer model: customer scores are not written")
+    _score_and_write(data, as_of, cfg, models, outputs, run, write_back)
+    with _stage("files", "writing the worklist and score files", timings):
+        _write_files(run, data, cfg, output, worklist_dir)
+    return run
+
+
+def _score_and_write(
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    models: dict[str, ChampionModel],
+    outputs: CustomerOutputs | None,
+    run: ScoreRun,
+    write_back: bool,
+) -> None:
+    """Assemble the score rows, compute the reasons and write everything in one transaction."""
+    from crmscore.io.crm import create_engine
 
     to_crm = write_back and cfg.data.source == "crm"
     engine = create_engine(cfg.data.resolved_crm_url()) if to_crm else None
+    timings = run.timings
     try:
         with _write_back(engine, cfg, timings) as writer:
-            with _stage("assemble", "assembling the score rows", timings):
-                previous = (
-                    read_previous_scores(
-                        engine, cfg.scoring, as_of=as_of, run_id=rid, schema=cfg.data.db_schema
-                    )
-                    if engine is not None
-                    else None
-                )
-                customer_scores = assemble_customer_scores(
-                    features,
-                    churn_out,
-                    clv_out,
-                    clv_interval,
-                    as_of=as_of,
-                    run_id=rid,
-                    model_versions=versions,
-                    scored_at=scored_at,
-                    previous=previous,
-                    cfg=cfg.scoring,
-                )
-                explained_ids = pd.Index(churn_out.index[explain].astype(str))
-                held = customer_scores["customer_id"].isin(explained_ids).to_numpy()
-            if writer is not None:
-                # the rows go to the CRM while the reasons and the leads are computed
-                writer.write("customer", customer_scores, features.index, defer_reasons=held)
-            with _stage("churn_reasons", "churn reasons", timings):
-                reasons = pd.Series(
-                    _reasons_of(models["churn"], features, explain, cfg.churn.n_reasons), index=explained_ids
-                ).reindex(customer_scores.loc[held, "customer_id"].to_numpy())
-            if writer is not None and held.any():
-                writer.complete_reasons("customer", reasons.to_numpy(dtype=object))
+            if outputs is not None and outputs.frames:
+                _customer_rows(engine, writer, as_of, cfg, outputs, run)
             lead_out = _score_leads(data, as_of, cfg, models, timings)
-            lead_scores = None
             if lead_out is not None:
+                lead_kind = next(k for k, m in models.items() if m.spec.target == "lead")
                 with _stage("assemble", "assembling the lead score rows", timings):
-                    lead_scores = assemble_lead_scores(
+                    run.lead_scores = assemble_lead_scores(
                         lead_out,
                         as_of=as_of,
-                        run_id=rid,
-                        model_version=versions["leads"],
-                        scored_at=scored_at,
+                        run_id=run.run_id,
+                        model_version=run.model_versions[lead_kind],
+                        scored_at=run.scored_at,
                     )
                 if writer is not None:
-                    writer.write("lead", lead_scores, lead_out.index)
+                    writer.write("lead", run.lead_scores, lead_out.index)
         if writer is None and write_back:
             log.warning("data.source is a folder: scores are not written back (use --output)")
     finally:
         if engine is not None:
             engine.dispose()
-    top = np.full(len(customer_scores), None, dtype=object)
-    top[held] = reasons.to_numpy(dtype=object)
-    customer_scores["top_reasons"] = top
-    run = ScoreRun(rid, as_of, customer_scores, lead_scores, versions, timings=timings)
     run.written = None if writer is None else writer.result
 
-    with _stage("files", "writing the worklist and score files", timings):
-        if output is not None:
-            run.files.append(write_scores_file(customer_scores, output))
-            if lead_scores is not None:
-                lead_path = output.with_name(f"{output.stem}_leads{output.suffix}")
-                run.files.append(write_scores_file(lead_scores, lead_path))
-        folder = worklist_dir or Path("reports")
-        worklist = build_worklist(customer_scores, data.customers, cfg.scoring)
-        _check_worklist_explained(worklist, customer_scores)
-        run.files += write_worklist(
-            worklist, folder / "worklist.csv", folder / "worklist.html", as_of=as_of, run_id=rid
+
+def _customer_rows(
+    engine: Any, writer: Any, as_of: date, cfg: Config, outputs: CustomerOutputs, run: ScoreRun
+) -> None:
+    """Customer score rows: assembled, sent, then completed with their reasons (in place on ``run``)."""
+    from crmscore.io.scores import read_previous_scores
+
+    features, timings = outputs.features, run.timings
+    explained, explain = _explain_mask(outputs, features, cfg)
+    if explained is not None:
+        outputs.frames[explained.kind]["top_reasons"] = None  # filled once the rows are on their way
+    with _stage("assemble", "assembling the score rows", timings):
+        previous = (
+            read_previous_scores(
+                engine, cfg.scoring, as_of=as_of, run_id=run.run_id, schema=cfg.data.db_schema
+            )
+            if engine is not None
+            else None
         )
-    return run
+        scores = assemble_customer_scores(
+            features,
+            *outputs.all_frames(),
+            as_of=as_of,
+            run_id=run.run_id,
+            model_versions=run.model_versions,
+            scored_at=run.scored_at,
+            previous=previous,
+            cfg=cfg.scoring,
+        )
+        explained_ids = pd.Index(features.index[explain].astype(str))
+        held = scores["customer_id"].isin(explained_ids).to_numpy()
+    if writer is not None:
+        # the rows go to the CRM while the reasons and the leads are computed
+        writer.write("customer", scores, features.index, defer_reasons=held)
+    reasons = pd.Series([], dtype=object)
+    if explained is not None:
+        with _stage("churn_reasons", "churn reasons", timings):
+            n = getattr(cfg, explained.kind).n_reasons
+            reasons = pd.Series(_reasons_of(explained, features, explain, n), index=explained_ids).reindex(
+                scores.loc[held, "customer_id"].to_numpy()
+            )
+    if writer is not None and held.any():
+        writer.complete_reasons("customer", reasons.to_numpy(dtype=object))
+    top = np.full(len(scores), None, dtype=object)
+    top[held] = reasons.to_numpy(dtype=object)
+    scores["top_reasons"] = top
+    run.customer_scores = scores
+
+
+def _write_files(
+    run: ScoreRun, data: CRMData, cfg: Config, output: Path | None, worklist_dir: Path | None
+) -> None:
+    """``--output`` files and the customer-success worklist (without a churn model: a note)."""
+    from crmscore.scoring.worklist import build_worklist, write_scores_file, write_worklist
+
+    scores = run.customer_scores
+    if output is not None:
+        if scores is not None:
+            run.files.append(write_scores_file(scores, output))
+        if run.lead_scores is not None:
+            lead_path = output.with_name(f"{output.stem}_leads{output.suffix}")
+            run.files.append(write_scores_file(run.lead_scores, lead_path))
+    if scores is None or scores["churn_probability"].isna().all():
+        _note(run.notes, "worklist not written: it ranks churn risk, and no churn model scored this run")
+        return
+    if scores["value_at_risk"].isna().all():
+        _note(
+            run.notes,
+            "no value at risk (no CLV model, no transactions): the worklist ranks by churn probability",
+        )
+    elif "clv" not in run.model_versions:
+        _note(run.notes, "no CLV model: value at risk = churn probability x revenue of the last 365 days")
+    folder = worklist_dir or Path("reports")
+    worklist = build_worklist(scores, data.customers, cfg.scoring)
+    _check_worklist_explained(worklist, scores)
+    run.files += write_worklist(
+        worklist, folder / "worklist.csv", folder / "worklist.html", as_of=run.as_of, run_id=run.run_id
+    )
 
 
 @contextmanager

@@ -1,29 +1,36 @@
-"""Training pipeline: validate → features at the training cutoffs → fit and evaluate → track → register.
+"""Training pipeline: validate → for each model kind: build, fit, evaluate → track → register.
 
-Orchestration only: features come from :mod:`crmscore.pipelines.features`, models and their
-evaluations from :mod:`crmscore.estimators`, everything MLflow from :mod:`crmscore.tracking`.
+Orchestration only. The kinds, and everything about each (the data it needs, how its training
+set is built and evaluated out of time, its primary metric, its floors, its bundle) are their
+specs (:mod:`crmscore.estimators.specs`); everything MLflow is :mod:`crmscore.tracking`.
+
+Every kind is optional
+----------------------
+A kind whose data the CRM does not have is ``skipped`` (the reason says which table or column
+is missing); a kind that fails a data gate (too few rows or positives, leakage, no buyer ...)
+is ``failed`` with its reason; the others still train. :attr:`TrainResult.ok` is true when at
+least one kind trained and none of the kinds the user asked for explicitly (``only``, or
+``training.required``) was skipped or failed: ``crmscore train`` exits 0 then, 1 otherwise.
 
 Cutoffs (nothing after ``as_of`` is used; ``as_of`` is never an implicit "now")
 ------------------------------------------------------------------------------
-* churn: rolling-origin cutoffs (``features.cutoffs``, ``features.cutoff_step_days``) ending at
-  ``as_of - churn.horizon_days`` so that every label window is observed by ``as_of``; the model
-  is trained on the earlier cutoffs (calibrated on the latest of those) and evaluated out of time
-  on the last one (``estimators.churn.evaluate_churn``).
+* churn: rolling-origin cutoffs ending at ``as_of - churn.horizon_days`` so that every label
+  window is observed by ``as_of``; trained (and calibrated) on the earlier cutoffs, evaluated
+  out of time on the last one.
 * leads: the same, ending at ``as_of - leads.conversion_window_days``.
-* clv: BG/NBD + Gamma-Gamma fitted on the BTYD summary at ``as_of - training.clv_holdout_days``;
-  its purchase forecasts are checked on the holdout days up to ``as_of``
-  (``evaluation_clv.holdout_metrics``) beside the ``zero`` and ``historical_rate`` baselines.
+* clv: fitted on the BTYD summary at ``as_of - training.clv_holdout_days``; its purchase
+  forecasts are checked on the holdout days up to ``as_of`` beside the ``zero`` and
+  ``historical_rate`` baselines.
 
 The registered model is exactly the evaluated one (it never saw the evaluation window), so the
 promotion gate compares what would be deployed.
 
 Promotion
 ---------
-:func:`promotion_decision`: every absolute floor of ``training.promotion.<model>`` must be met
-and the primary metric (churn/leads: ROC AUC, higher is better; clv: holdout MAE, lower is
-better) must not be worse than ``min_relative_to_champion`` (default 95 %) of the current
-champion's *on the same evaluation window* (the champion is loaded from the registry and scored
-on this run's evaluation rows).
+:func:`promotion_decision`: every absolute floor of ``training.promotion.<kind>`` must be met
+and the primary metric must not be worse than ``min_relative_to_champion`` (default 95 %) of
+the current champion's *on the same evaluation window* (the champion is loaded from the
+registry and scored on this run's evaluation rows).
 """
 
 from __future__ import annotations
@@ -32,23 +39,24 @@ import logging
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from crmscore.config import Config, PromotionConfig, redact_url
+from crmscore.core.digest import data_digest
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
 from crmscore.core.serial import jsonable
+from crmscore.estimators.gates import ModelGateError
+from crmscore.estimators.specs import SPECS, ModelSpec, TrainedModel, get_spec
 
 __all__ = [
-    "MODEL_KINDS",
+    "DataUnusableError",
     "ModelResult",
     "TrainResult",
-    "data_digest",
     "data_summary",
     "promotion_decision",
     "train_models",
@@ -56,16 +64,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODEL_KINDS: tuple[str, ...] = ("churn", "leads", "clv")
-#: Primary metric of each model and whether higher is better.
-PRIMARY: dict[str, tuple[str, bool]] = {
-    "churn": ("roc_auc", True),
-    "leads": ("roc_auc", True),
-    "clv": ("mae", False),
-}
-#: evaluation rows on which a logged classifier is reloaded and compared with the fitted one
+#: evaluation rows on which a logged model is reloaded and compared with the fitted one
 _RELOAD_CHECK_ROWS = 50_000
-_TABLES = ("customers", "transactions", "leads", "lead_activities", "support_tickets", "marketing_spend")
 
 
 class DataUnusableError(ValueError):
@@ -74,7 +74,7 @@ class DataUnusableError(ValueError):
 
 @dataclass
 class ModelResult:
-    """Outcome of one model in a training job (JSON-ready through :meth:`TrainResult.to_dict`)."""
+    """Outcome of one model kind in a training job (JSON-ready through :meth:`TrainResult.to_dict`)."""
 
     kind: str
     status: str = "skipped"  # trained | failed | skipped
@@ -108,11 +108,30 @@ class TrainResult:
     git_commit: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     models: dict[str, ModelResult] = field(default_factory=dict)
+    #: kinds the user asked for explicitly (``only`` or ``training.required``)
+    required: tuple[str, ...] = ()
+
+    @property
+    def trained(self) -> list[str]:
+        """Kinds that trained."""
+        return [k for k, m in self.models.items() if m.status == "trained"]
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the job is not ok: required kinds not trained, or nothing trained at all."""
+        out = [
+            f"{k} was required but {m.status}: {m.reason}"
+            for k, m in self.models.items()
+            if k in self.required and m.status != "trained"
+        ]
+        if not self.trained:
+            out.append("no model kind could be trained")
+        return out
 
     @property
     def ok(self) -> bool:
-        """No requested model failed."""
-        return not any(m.status == "failed" for m in self.models.values())
+        """At least one kind trained and every required kind trained."""
+        return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: run ids, versions, metrics, CLV parameters, promotion decisions."""
@@ -123,6 +142,8 @@ class TrainResult:
             "parent_run_id": self.parent_run_id,
             "git_commit": self.git_commit,
             "data": self.data,
+            "required": list(self.required),
+            "ok": self.ok,
             "models": {k: jsonable(asdict(v)) for k, v in self.models.items()},
         }
 
@@ -132,22 +153,11 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------
 
 
-def data_digest(data: CRMData) -> dict[str, str]:
-    """SHA-256 of every validated input table (and ``"all"`` over them), column by column.
-
-    Order-sensitive and value-exact: the same rows in the same order give the same digest
-    (:mod:`crmscore.core.digest`). No row content leaves this function.
-    """
-    from crmscore.core.digest import tables_digest
-
-    return tables_digest({name: getattr(data, name, None) for name in _TABLES})
-
-
 def data_summary(data: CRMData, report: Any | None = None) -> dict[str, Any]:
     """Row counts, rows set aside (by reason), the transactions' date range and the digests."""
     tables: dict[str, Any] = {}
-    for name in _TABLES:
-        df = getattr(data, name, None)
+    for name in data.table_names():
+        df = data.get(name)
         entry: dict[str, Any] = {"rows": None if df is None else len(df)}
         if report is not None and name in report.tables:
             t = report.tables[name]
@@ -183,10 +193,11 @@ def promotion_decision(
 
     Parameters
     ----------
-    kind : {"churn", "leads", "clv"}
+    kind : str
+        A model kind (:data:`crmscore.estimators.specs.SPECS`).
     metrics : mapping
-        The new model's metrics on the latest evaluation window (``roc_auc``, ``ece`` or
-        ``mae``, ``aggregate_error_pct``).
+        The new model's metrics on the latest evaluation window (its primary metric and
+        those its floors read).
     champion_value : float or None
         The champion's primary metric on the same window (None: no champion).
     rule : PromotionConfig
@@ -198,26 +209,9 @@ def promotion_decision(
     promoted : bool
     reason : str
     """
-    metric, higher = PRIMARY[kind]
-    value = float(metrics[metric])
-    failures: list[str] = []
-    if kind == "clv":
-        gate = rule.clv
-        if gate.max_holdout_mae is not None and not value <= gate.max_holdout_mae:
-            failures.append(f"holdout MAE {value:.4f} > max_holdout_mae {gate.max_holdout_mae}")
-        agg = float(metrics.get("aggregate_error_pct", np.nan))
-        if gate.max_abs_aggregate_error_pct is not None and not abs(agg) <= gate.max_abs_aggregate_error_pct:
-            failures.append(
-                f"|aggregate error| {abs(agg):.1f}% > max_abs_aggregate_error_pct "
-                f"{gate.max_abs_aggregate_error_pct}%"
-            )
-    else:
-        gate_c = rule.churn if kind == "churn" else rule.leads
-        if not value >= gate_c.min_roc_auc:
-            failures.append(f"ROC AUC {value:.4f} < min_roc_auc {gate_c.min_roc_auc}")
-        ece = float(metrics.get("ece", np.nan))
-        if gate_c.max_ece is not None and not ece <= gate_c.max_ece:
-            failures.append(f"ECE {ece:.4f} > max_ece {gate_c.max_ece}")
+    spec = get_spec(kind)
+    value = float(metrics[spec.primary_metric])
+    failures = spec.floors(metrics, rule)
     if failures:
         return False, "floor not met: " + "; ".join(failures)
     if champion_value is None or not np.isfinite(champion_value):
@@ -226,8 +220,8 @@ def promotion_decision(
         return True, "no champion to compare with; every floor met"
     ratio = rule.min_relative_to_champion
     who = f"champion v{champion_version}" if champion_version is not None else "champion"
-    name = "ROC AUC" if higher else "holdout MAE"
-    if higher:
+    name = spec.metric_label
+    if spec.higher_is_better:
         bar = ratio * champion_value
         ok = value >= bar
         rel = ">=" if ok else "<"
@@ -241,15 +235,8 @@ def promotion_decision(
 
 
 # ------------------------------------------------------------------------------------------
-# per-model steps
+# one kind
 # ------------------------------------------------------------------------------------------
-
-
-def _metric_dicts(table: pd.DataFrame) -> tuple[str, dict[str, float], dict[str, dict[str, float]]]:
-    model_row = table.index[0]
-    model = {k: float(v) for k, v in table.loc[model_row].items()}
-    baselines = {str(i): {k: float(v) for k, v in table.loc[i].items()} for i in table.index[1:]}
-    return str(model_row), model, baselines
 
 
 def _best_baseline(
@@ -263,219 +250,82 @@ def _best_baseline(
     return best, float(vals[best])
 
 
-def _eval_rows(frame: pd.DataFrame, report: Any) -> pd.DataFrame:
-    """Rows of ``frame`` the evaluation scored, in the order of ``report.predictions``."""
-    if "cutoff" in frame.columns and frame["cutoff"].nunique() >= 2:
-        cut = pd.to_datetime(frame["cutoff"], utc=True)
-        return frame[(cut == cut.max()).to_numpy()]
-    return frame.loc[report.predictions.index]
+def _record(res: ModelResult, spec: ModelSpec, trained: TrainedModel) -> None:
+    res.metric, res.value = spec.primary_metric, trained.metrics[spec.primary_metric]
+    res.metrics, res.baselines, res.split = trained.metrics, trained.baselines, trained.split
+    res.baseline, res.baseline_value = _best_baseline(
+        trained.baselines, spec.primary_metric, spec.higher_is_better
+    )
+    res.rows, res.parameters = trained.rows, trained.parameters
 
 
-def _fit_classifier(kind: str, data: CRMData, as_of: date, cfg: Config) -> tuple[Any, pd.DataFrame, str]:
-    from crmscore.pipelines.features import build_churn_training_set, build_lead_training_set
-
-    if kind == "churn":
-        from crmscore.estimators.churn import evaluate_churn, snapshot_churn_set
-
-        if cfg.churn.definition == "label":
-            if data.customers is None:
-                raise ValueError("snapshot churn needs the customers table")
-            frame = snapshot_churn_set(data.customers, cfg.churn)
-        else:
-            last = as_of - timedelta(days=cfg.churn.horizon_days)
-            with stage(f"churn features at {cfg.features.cutoffs} cutoffs up to {last}"):
-                frame = build_churn_training_set(data, last, cfg, observed_until=as_of)
-        with stage(f"churn model: fit and out-of-time evaluation on {len(frame):,} rows"):
-            rep = evaluate_churn(frame, cfg.churn, time_unit=cfg.features.time_unit)
-        return rep, frame, "churn"
-    if data.leads is None:
-        raise ValueError("lead scoring needs the leads table")
-    last = as_of - timedelta(days=cfg.leads.conversion_window_days)
-    with stage(f"lead features at {cfg.features.cutoffs} cutoffs up to {last}"):
-        frame = build_lead_training_set(data, last, cfg, observed_until=as_of)
-    from crmscore.estimators.leads import evaluate_leads
-
-    with stage(f"lead model: fit and out-of-time evaluation on {len(frame):,} rows"):
-        rep = evaluate_leads(frame, cfg.leads)
-    return rep, frame, "converted"
+def _log_trained(ts: Any, trained: TrainedModel, cfg: Config) -> None:
+    ts.log_params(trained.params)
+    ts.log_metrics(trained.logged_metrics)
+    for path, frame in trained.frames.items():
+        ts.log_frame(frame, path)
+    for path, doc in trained.dicts.items():
+        ts.log_dict(doc, path)
+    if cfg.training.log_plots:
+        ts.log_figures(trained.figures())
 
 
-def _train_classifier(
-    kind: str, data: CRMData, as_of: date, cfg: Config, ts: Any, workdir: Path, result: ModelResult
+def _champion_value(ts: Any, spec: ModelSpec, name: str, trained: TrainedModel, res: ModelResult) -> None:
+    res.champion_version = ts.champion(name)
+    if res.champion_version is None:
+        return
+    try:
+        champ = ts.load_champion(name).unwrap_python_model()
+        res.champion_value = trained.champion_metric(champ.model)
+    except Exception as exc:  # an incompatible champion must not block a retrain
+        logger.warning("%s: champion v%s could not be scored: %s", name, res.champion_version, exc)
+
+
+def _check_reload(ts: Any, spec: ModelSpec, name: str, version: int, trained: TrainedModel) -> None:
+    """The registered pyfunc must reproduce the fitted model exactly (on a seeded sample)."""
+    from crmscore.tracking import prepare_input
+
+    rows = trained.check_rows
+    if len(rows) > _RELOAD_CHECK_ROWS:
+        rows = rows.sample(n=_RELOAD_CHECK_ROWS, random_state=0)
+    loaded = ts.load_version(name, version)
+    check = loaded.predict(prepare_input(spec, trained.model, rows))
+    mine = spec.predict(trained.model, rows)
+    col = spec.outputs[0][0] if spec.higher_is_better else "predicted_clv"
+    if not np.array_equal(check[col].to_numpy(), mine[col].to_numpy()):
+        raise RuntimeError(
+            f"{spec.kind}: the logged pyfunc does not reproduce the fitted model's predictions"
+        )
+
+
+def _train_kind(
+    spec: ModelSpec, data: CRMData, as_of: date, cfg: Config, ts: Any, workdir: Path, res: ModelResult
 ) -> None:
-    from crmscore.evaluation.binary import binary_metrics
-    from crmscore.tracking import prepare_input, save_classifier_bundle, slug
-
-    rep, frame, label = _fit_classifier(kind, data, as_of, cfg)
-    model_name, metrics, baselines = _metric_dicts(rep.metrics)
-    metric, higher = PRIMARY[kind]
-    result.metric, result.value = metric, metrics[metric]
-    result.metrics, result.baselines, result.split = metrics, baselines, rep.split
-    result.baseline, result.baseline_value = _best_baseline(baselines, metric, higher)
-    ev = _eval_rows(frame, rep)
-    y_ev = ev[label].astype(bool).to_numpy()
-    result.rows = {
-        "training_rows": int(rep.model.n_train_),
-        "training_rows_available": int(getattr(rep.model, "n_train_available_", rep.model.n_train_)),
-        "calibration_rows": int(rep.model.n_calibration_),
-        "evaluation_rows": len(ev),
-        "evaluation_positives": int(y_ev.sum()),
-    }
-    thresholds = dict(cfg.churn.risk_thresholds) if kind == "churn" else dict(cfg.leads.grade_thresholds)
-    bundle_dir = save_classifier_bundle(rep.model, kind, workdir / kind, thresholds)
-
-    ts.log_params(cfg.model_dump(mode="json")[kind], prefix=kind)
-    ts.log_params({"evaluation.split": rep.split, **{f"rows.{k}": v for k, v in result.rows.items()}})
-    ts.log_metrics(metrics)
-    for b, vals in baselines.items():
-        ts.log_metrics({f"baseline.{slug(b)}.{k}": v for k, v in vals.items()})
-    ts.log_frame(rep.metrics, "evaluation/metrics.csv")
-    ts.log_frame(rep.gains[model_name], "evaluation/gains.csv")
-    importance = rep.model.feature_importance().rename("gain").to_frame()
-    ts.log_frame(importance, "evaluation/feature_importance.csv")
-    if rep.baseline_errors:
-        ts.log_dict(rep.baseline_errors, "evaluation/baseline_errors.json")
-    if cfg.training.log_plots:
-        ts.log_figures(rep.figures())
-
-    name = getattr(cfg.tracking.registered_names, kind)
-    result.champion_version = ts.champion(name)
-    if result.champion_version is not None:
-        try:
-            champ = ts.load_champion(name)
-            bundle = champ.unwrap_python_model().bundle
-            scores = champ.predict(prepare_input(bundle, ev))
-            prob_col = "churn_probability" if kind == "churn" else "conversion_probability"
-            result.champion_value = float(binary_metrics(y_ev, scores[prob_col].to_numpy())[metric])
-        except Exception as exc:  # an incompatible champion must not block a retrain
-            logger.warning("%s: champion v%s could not be scored: %s", name, result.champion_version, exc)
-    logged = ts.log_model(bundle_dir, name, metadata={"as_of": str(as_of), "primary_metric": metric})
-    result.registered_name, result.version = name, logged.version
-    # the pyfunc must reproduce the in-memory model exactly, checked on (a seeded sample of)
-    # the evaluation rows
-    loaded = ts.load_version(name, logged.version)
-    rows = ev if len(ev) <= _RELOAD_CHECK_ROWS else ev.sample(n=_RELOAD_CHECK_ROWS, random_state=0)
-    check = loaded.predict(prepare_input(loaded.unwrap_python_model().bundle, rows))
-    prob_col = "churn_probability" if kind == "churn" else "conversion_probability"
-    mine = rep.model.predict_proba(rows.drop(columns=[label]))[:, 1]
-    if not np.array_equal(check[prob_col].to_numpy(), mine):
-        raise RuntimeError(f"{kind}: the logged pyfunc does not reproduce the fitted model's predictions")
-
-
-def _train_clv(data: CRMData, as_of: date, cfg: Config, ts: Any, workdir: Path, result: ModelResult) -> None:
-    from crmscore.estimators.clv.model import BGNBD_PARAMS, GG_PARAMS, ClvModel
-    from crmscore.evaluation.clv import holdout_metrics
-    from crmscore.features.btyd import calibration_and_holdout
-    from crmscore.tracking import save_clv_bundle, slug
-
-    if data.transactions is None:
-        raise ValueError("CLV needs the transactions table")
-    fc = cfg.features
-    cal_end = as_of - timedelta(days=cfg.training.clv_holdout_days)
-    with stage(f"CLV calibration summary to {cal_end} and holdout to {as_of}"):
-        ch = calibration_and_holdout(
-            data.transactions, cal_end, as_of, period=fc.period, time_unit=fc.time_unit, refunds=fc.refunds
-        )
-    if len(ch) == 0:
-        raise ValueError(f"no customer with a purchase by {cal_end}: CLV cannot be fitted")
-    summary = ch[["frequency_cal", "recency_cal", "T_cal", "monetary_value_cal"]].set_axis(
-        ["frequency", "recency", "T", "monetary_value"], axis=1
-    )
-    with stage(f"CLV model: BG/NBD + Gamma-Gamma on {len(summary):,} customers"):
-        model = ClvModel.from_config(cfg.clv, time_unit=fc.time_unit).fit(summary)
-        hm = holdout_metrics(model, ch)
-    metric, _ = PRIMARY["clv"]
-    metrics = {k: float(v) for k, v in hm.loc["model"].items()}
-    baselines = {str(i): {k: float(v) for k, v in hm.loc[i].items()} for i in hm.index if i != "model"}
-    result.metric, result.value = metric, metrics[metric]
-    result.metrics, result.baselines = metrics, baselines
-    result.baseline, result.baseline_value = _best_baseline(baselines, metric, higher=False)
-    result.split = (
-        f"calibration to {cal_end}, holdout {cal_end + timedelta(days=1)} to {as_of} "
-        f"({cfg.training.clv_holdout_days} days)"
-    )
-    result.rows = {
-        "customers": len(summary),
-        "repeat_buyers": int((summary["frequency"] > 0).sum()),
-        "holdout_purchases": int(ch["frequency_holdout"].sum()),
-    }
-    se_bg = np.sqrt(np.clip(np.diag(model.bgnbd_cov_), 0, None))
-    se_gg = np.sqrt(np.clip(np.diag(model.gg_cov_), 0, None))
-    result.parameters = {
-        "time_unit": model.time_unit,
-        "bgnbd": {
-            p: {"estimate": float(model.bgnbd_params_[p]), "se": float(s)}
-            for p, s in zip(BGNBD_PARAMS, se_bg, strict=True)
-        },
-        "gamma_gamma": {
-            p: {"estimate": float(model.gg_params_[p]), "se": float(s)}
-            for p, s in zip(GG_PARAMS, se_gg, strict=True)
-        },
-        "log_likelihood": {
-            "bgnbd": model.diagnostics_.get("bgnbd", {}).get("log_likelihood"),
-            "gamma_gamma": model.diagnostics_.get("gamma_gamma", {}).get("log_likelihood"),
-        },
-        "converged": {
-            "bgnbd": model.diagnostics_.get("bgnbd", {}).get("converged"),
-            "gamma_gamma": model.diagnostics_.get("gamma_gamma", {}).get("converged"),
-        },
-    }
-    bundle_dir = save_clv_bundle(model, workdir / "clv")
-
-    ts.log_params(cfg.model_dump(mode="json")["clv"], prefix="clv")
-    ts.log_params(
-        {
-            "features.period": fc.period,
-            "features.time_unit": fc.time_unit,
-            "training.clv_holdout_days": cfg.training.clv_holdout_days,
-            "evaluation.split": result.split,
-            **{f"rows.{k}": v for k, v in result.rows.items()},
-        }
-    )
-    ts.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-    ts.log_metrics({metric: metrics[metric]})
-    for b, vals in baselines.items():
-        ts.log_metrics({f"baseline.{slug(b)}.holdout_{k}": v for k, v in vals.items()})
-    for block in ("bgnbd", "gamma_gamma"):
-        ts.log_metrics({f"param.{p}": v["estimate"] for p, v in result.parameters[block].items()})
-        ts.log_metrics({f"param_se.{p}": v["se"] for p, v in result.parameters[block].items()})
-    ts.log_frame(hm, "evaluation/holdout_metrics.csv")
-    ts.log_dict(result.parameters, "clv_parameters.json")
-    if cfg.training.log_plots:
-        from crmscore.estimators.clv.plots import (
-            plot_calibration_vs_holdout_purchases,
-            plot_frequency_recency_matrix,
-            plot_probability_alive_matrix,
-        )
-
-        T_med = float(np.median(summary["T"]))
-        ts.log_figures(
-            {
-                "calibration_vs_holdout": plot_calibration_vs_holdout_purchases(model, ch),
-                "frequency_recency": plot_frequency_recency_matrix(model, T_med),
-                "probability_alive": plot_probability_alive_matrix(model, T_med),
-            }
-        )
-
-    name = cfg.tracking.registered_names.clv
-    result.champion_version = ts.champion(name)
-    if result.champion_version is not None:
-        try:
-            champ = ts.load_champion(name).unwrap_python_model().bundle.model
-            result.champion_value = float(holdout_metrics(champ, ch).loc["model", metric])
-        except Exception as exc:
-            logger.warning("%s: champion v%s could not be evaluated: %s", name, result.champion_version, exc)
-    logged = ts.log_model(bundle_dir, name, metadata={"as_of": str(as_of), "primary_metric": metric})
-    result.registered_name, result.version = name, logged.version
-    check = ts.load_version(name, logged.version).predict(summary)
-    mine = model.predict(summary)["predicted_clv"].to_numpy()
-    if not np.array_equal(check["predicted_clv"].to_numpy(), mine):
-        raise RuntimeError("clv: the logged pyfunc does not reproduce the fitted model's predictions")
+    trained = spec.train(data, as_of, cfg)
+    _record(res, spec, trained)
+    bundle_dir = spec.save(trained.model, workdir / spec.kind)
+    _log_trained(ts, trained, cfg)
+    name = spec.registered_name(cfg)
+    _champion_value(ts, spec, name, trained, res)
+    meta = {"as_of": str(as_of), "primary_metric": spec.primary_metric}
+    logged = ts.log_model(bundle_dir, name, metadata=meta)
+    res.registered_name, res.version = name, logged.version
+    _check_reload(ts, spec, name, logged.version, trained)
 
 
 # ------------------------------------------------------------------------------------------
 # the job
 # ------------------------------------------------------------------------------------------
+
+
+def _requested(cfg: Config, only: Iterable[str] | None) -> tuple[list[str], tuple[str, ...]]:
+    """The kinds to train (in spec order) and the required ones."""
+    asked = list(only) if only is not None else list(cfg.training.models)
+    for k in (*asked, *cfg.training.required):
+        get_spec(k)  # raises on an unknown kind
+    required = tuple(asked) if only is not None else tuple(cfg.training.required)
+    kinds = [k for k in SPECS if k in asked or k in required]
+    return kinds, required
 
 
 def train_models(
@@ -486,37 +336,38 @@ def train_models(
     data: CRMData | None = None,
     report: Any | None = None,
 ) -> TrainResult:
-    """Retrain every requested model, log one parent run with a child run per model, register
-    each new version as ``challenger`` and promote it to ``champion`` through the metric gate.
+    """Retrain every requested kind the data supports, log one parent run with a child run
+    per kind, register each new version as ``challenger`` and promote it to ``champion``
+    through the metric gate.
 
     Parameters
     ----------
     cfg : Config
-        Reads ``features``, ``churn``, ``leads``, ``clv``, ``training`` and ``tracking``.
+        Reads ``features``, the kinds' blocks, ``training`` and ``tracking``.
     as_of : date
         Training cutoff day (required: no implicit "now").
     only : iterable of str, optional
-        Subset of ``churn``, ``leads``, ``clv`` (default ``training.models``).
+        Kinds to train, all of them required (default ``training.models``, of which
+        ``training.required`` are required).
     data, report : CRMData and ValidationReport, optional
         Already validated data; read and validated as of ``as_of`` when absent.
 
     Returns
     -------
     TrainResult
-        A model that fails (a gate, too few rows, missing table) is recorded with
-        ``status="failed"`` and its reason; the others still run.
+        Each kind ``trained``, ``skipped`` (its data is absent) or ``failed`` (a gate, too few
+        rows ...), with its reason; :attr:`TrainResult.ok` says whether the job succeeded.
 
     Raises
     ------
     DataUnusableError
         Validation found the data unusable.
+    ValueError
+        An unknown model kind.
     """
     from crmscore.tracking import TrackingSession, git_commit
 
-    kinds = list(only) if only is not None else list(cfg.training.models)
-    unknown = [k for k in kinds if k not in MODEL_KINDS]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}: choose from {', '.join(MODEL_KINDS)}")
+    kinds, required = _requested(cfg, only)
     if data is None:
         from crmscore.ingest.validation import load_validated
 
@@ -528,7 +379,13 @@ def train_models(
         summary = data_summary(data, report)
     commit = git_commit()
     session = TrackingSession(cfg.tracking)
-    result = TrainResult(as_of=str(as_of), tracking_uri=session.tracking_uri, git_commit=commit, data=summary)
+    result = TrainResult(
+        as_of=str(as_of),
+        tracking_uri=session.tracking_uri,
+        git_commit=commit,
+        data=summary,
+        required=required,
+    )
     tags = {"crmscore.as_of": str(as_of), "crmscore.data_digest": summary["digest_sha256"]["all"]}
     if commit:
         tags["crmscore.git_commit"] = commit
@@ -553,28 +410,44 @@ def train_models(
         )
         ts.log_dict(summary, "data_summary.json")
         for kind in kinds:
-            res = ModelResult(kind=kind)
-            result.models[kind] = res
-            with ts.child_run(kind, tags={**tags, "crmscore.model": kind}) as run_id:
-                res.run_id = run_id
-                ts.log_dict(summary, "data_summary.json")
-                try:
-                    if kind == "clv":
-                        _train_clv(data, as_of, cfg, ts, Path(tmp), res)
-                    else:
-                        _train_classifier(kind, data, as_of, cfg, ts, Path(tmp), res)
-                except (ValueError, RuntimeError) as exc:
-                    res.status, res.reason = "failed", f"{type(exc).__name__}: {exc}"
-                    logger.error("%s: not trained: %s", kind, res.reason)
-                    ts.set_tags({"crmscore.status": "failed", "crmscore.failure": res.reason[:4000]})
-                else:
-                    res.status = "trained"
-                    _decide_and_tag(res, cfg, ts, run_id, as_of)
-            if res.status == "failed" and res.run_id is not None:
-                ts.mark_failed(res.run_id)
+            result.models[kind] = _run_kind(get_spec(kind), data, as_of, cfg, ts, Path(tmp), tags, summary)
         ts.log_dict(result.to_dict(), "train_report.json")
         ts.set_tags({"crmscore.ok": result.ok})
     return result
+
+
+def _run_kind(
+    spec: ModelSpec,
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    ts: Any,
+    workdir: Path,
+    tags: Mapping[str, str],
+    summary: Mapping[str, Any],
+) -> ModelResult:
+    """Train one kind in its child run: ``skipped``, ``failed`` or ``trained`` (then the promotion)."""
+    res = ModelResult(kind=spec.kind)
+    missing = spec.missing_data(data, cfg)
+    if missing:
+        res.status, res.reason = "skipped", missing
+        logger.warning("%s: skipped: %s", spec.kind, missing)
+        return res
+    with ts.child_run(spec.kind, tags={**tags, "crmscore.model": spec.kind}) as run_id:
+        res.run_id = run_id
+        ts.log_dict(dict(summary), "data_summary.json")
+        try:
+            _train_kind(spec, data, as_of, cfg, ts, workdir, res)
+        except (ModelGateError, ValueError, RuntimeError) as exc:
+            res.status, res.reason = "failed", f"{type(exc).__name__}: {exc}"
+            logger.error("%s: not trained: %s", spec.kind, res.reason)
+            ts.set_tags({"crmscore.status": "failed", "crmscore.failure": res.reason[:4000]})
+        else:
+            res.status = "trained"
+            _decide_and_tag(res, cfg, ts, run_id, as_of)
+    if res.status == "failed":
+        ts.mark_failed(run_id)
+    return res
 
 
 def _decide_and_tag(res: ModelResult, cfg: Config, ts: Any, run_id: str, as_of: date) -> None:

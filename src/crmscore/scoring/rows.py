@@ -93,6 +93,12 @@ CLV_COLUMNS: tuple[str, ...] = (
 )
 #: Columns that may be missing: reasons (only explained rows carry them) and CLV (see above).
 _NULLABLE: frozenset[str] = frozenset({"top_reasons", *CLV_COLUMNS})
+#: Columns filled by each model of a customer row, keyed by its ``<kind>_model`` column: when
+#: that column is NULL on every row (the kind was not scored in this run) they are NULL too.
+_MODEL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "churn_model": ("churn_probability", "churn_risk", "churn_model_version", "value_at_risk", "trend"),
+    "clv_model": (*CLV_COLUMNS, "clv_model_version", "value_at_risk"),
+}
 NO_PURCHASES = "No purchases"
 TRENDS: tuple[str, ...] = ("improving", "steady", "declining", "new")
 
@@ -201,13 +207,27 @@ def trend_labels(churn_probability: pd.Series, previous: pd.Series | None, thres
     return pd.Series(out.astype(object), index=idx)
 
 
-def value_at_risk(churn_probability: pd.Series, predicted_clv: pd.Series) -> pd.Series:
-    """``churn_probability * predicted_clv``, 0 where there is no CLV estimate (no purchase).
+def value_at_risk(
+    churn_probability: pd.Series, predicted_clv: pd.Series | None, features: pd.DataFrame | None = None
+) -> pd.Series:
+    """What a customer's churn would cost: ``churn_probability`` × the customer's value.
+
+    * With a CLV model (``predicted_clv`` given): ``churn_probability * predicted_clv``, 0 where
+      there is no CLV estimate (no purchase).
+    * Without one (``predicted_clv`` None, e.g. a CRM whose CLV model is not trained):
+      ``churn_probability * spend_365d`` — the revenue of the last 365 days at risk — when the
+      feature table has it (transactions present; 0 without a purchase that year); else NaN
+      (nothing to value: the worklist then ranks by churn probability).
 
     The one definition used for the score rows and for choosing the customers whose churn
     reasons are computed (``crmscore.pipelines.score``), so both rank the same numbers.
     """
-    return churn_probability * predicted_clv.fillna(0.0)
+    if predicted_clv is not None:
+        return churn_probability * predicted_clv.fillna(0.0)
+    if features is not None and "spend_365d" in features.columns:
+        spend = pd.to_numeric(features["spend_365d"], errors="coerce").astype(np.float64)
+        return churn_probability * spend.reindex(churn_probability.index).fillna(0.0).clip(lower=0.0)
+    return pd.Series(np.nan, index=churn_probability.index, dtype=np.float64)
 
 
 def cold_start_flags(features: pd.DataFrame, cfg: ScoringConfig) -> pd.Series:
@@ -284,10 +304,7 @@ def _contain_point(out: pd.DataFrame) -> None:
 
 def assemble_customer_scores(
     features: pd.DataFrame,
-    churn_out: pd.DataFrame,
-    clv_out: pd.DataFrame,
-    clv_interval: pd.DataFrame | None,
-    *,
+    *outputs: pd.DataFrame | None,
     as_of: date | datetime | str | pd.Timestamp,
     run_id: str,
     model_versions: Mapping[str, Any],
@@ -301,22 +318,20 @@ def assemble_customer_scores(
     ----------
     features : DataFrame
         Feature table at ``as_of`` (index ``customer_id``): the customers to score.
-    churn_out : DataFrame
-        ``CalibratedChurnModel.predict_frame`` output (``churn_probability``, ``churn_risk``,
-        ``top_reasons``), indexed by ``customer_id``.
-    clv_out : DataFrame
-        ``ClvModel.predict`` output (``p_alive``, ``expected_purchases``, ``predicted_clv``)
-        for the customers with a purchase (others get NULL CLV columns).
-    clv_interval : DataFrame or None
-        ``ClvModel.predict_interval`` output (``*_lower`` / ``*_upper``); None leaves the
-        bounds missing (then validation refuses buyers' rows: pass it).
+    *outputs : DataFrame or None
+        The model outputs, indexed by ``customer_id``, each for any subset of the customers:
+        the churn model's ``predict_frame`` (``churn_probability``, ``churn_risk``,
+        optionally ``top_reasons``), the CLV model's ``predict`` (``p_alive``,
+        ``expected_purchases``, ``predicted_clv``) and ``predict_interval`` (``*_lower`` /
+        ``*_upper``) for the customers with a purchase. Columns are taken by name; a model
+        kind absent from the run (None, or not passed) leaves its columns NULL.
     as_of : date-like
         Scoring cutoff day.
     run_id : str
-        Scoring run id (e.g. the MLflow run id); with ``as_of`` the history key.
+        Scoring run id; with ``as_of`` the history key.
     model_versions : mapping
-        ``{"churn": (name, version), "clv": (name, version)}`` (pairs or mappings with
-        ``name`` / ``version``).
+        Kind → ``(name, version)`` pair or mapping with ``name`` / ``version`` of each model
+        used; fills ``<kind>_model`` / ``<kind>_model_version`` (NULL for absent kinds).
     scored_at : datetime
         Timezone-aware time of the run (not "now": the caller passes it once).
     previous : DataFrame or None
@@ -329,77 +344,81 @@ def assemble_customer_scores(
     -------
     DataFrame
         Columns :data:`CUSTOMER_SCORE_COLUMNS` in order, one row per customer, sorted by id,
-        default index. ``value_at_risk = churn_probability * predicted_clv`` (0 without a CLV
-        estimate); ``top_reasons`` JSON text (None where not explained). Intervals that miss
-        their point estimate are widened to contain it (logged); lower > upper is refused.
+        default index. ``value_at_risk`` is :func:`value_at_risk` (see there for the rule
+        without a CLV or a churn model); ``top_reasons`` JSON text (None where not
+        explained). Intervals that miss their point estimate are widened to contain it
+        (logged); lower > upper is refused.
     """
     idx = pd.Index(features.index.astype(str), name="customer_id")
     feats = features.set_axis(idx, axis=0)
+    model = _combined_outputs(outputs, idx)
 
-    def align(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
-        """``frame`` on the customers of ``features`` (one index lookup per input frame)."""
-        if frame is None:
-            return None
-        keyed = frame.set_axis(pd.Index(frame.index.astype(str)), axis=0)
-        if keyed.index.has_duplicates:
-            raise ScoreValidationError(f"customer_scores: duplicate customer ids in the {what} input")
-        return keyed if keyed.index.equals(idx) else keyed.reindex(idx)
-
-    churn_a, clv_a, iv_a = align(churn_out, "churn"), align(clv_out, "CLV"), align(clv_interval, "interval")
-
-    def aligned(frame: pd.DataFrame | None, col: str, dtype: Any = np.float64) -> pd.Series:
-        if frame is None or col not in frame.columns:
+    def col(name: str, dtype: Any = np.float64) -> pd.Series:
+        if name not in model.columns:
             return pd.Series(np.nan if dtype is np.float64 else None, index=idx, dtype=dtype)
-        return frame[col].astype(dtype)
+        return model[name].astype(dtype)
 
-    p = aligned(churn_a, "churn_probability")
-    clv = aligned(clv_a, "predicted_clv")
-    alive = aligned(clv_a, "p_alive")
+    has_churn = "churn_probability" in model.columns
+    p = col("churn_probability")
+    clv = col("predicted_clv") if "predicted_clv" in model.columns else None
+    alive = col("p_alive")
+    prev_p = None
     if previous is not None:
         prev = previous.set_index("customer_id") if "customer_id" in previous.columns else previous
         prev_p = prev["churn_probability"].set_axis(prev.index.astype(str))
         prev_p = prev_p[~prev_p.index.duplicated(keep="last")]
-    else:
-        prev_p = None
     if "rfm_segment" in feats.columns:
         seg = feats["rfm_segment"].astype(object).where(feats["rfm_segment"].notna(), NO_PURCHASES)
     else:
         seg = pd.Series(NO_PURCHASES, index=idx, dtype=object)
-    churn_name, churn_ver = _version(model_versions, "churn")
-    clv_name, clv_ver = _version(model_versions, "clv")
-    out = pd.DataFrame(
-        {
-            "customer_id": pd.array(idx, dtype=object),
-            "as_of": _day(as_of),
-            "churn_probability": p.to_numpy(),
-            "churn_risk": aligned(churn_a, "churn_risk", object).to_numpy(),
-            "p_alive": alive.to_numpy(),
-            "expected_purchases": aligned(clv_a, "expected_purchases").to_numpy(),
-            "expected_purchases_lower": aligned(iv_a, "expected_purchases_lower").to_numpy(),
-            "expected_purchases_upper": aligned(iv_a, "expected_purchases_upper").to_numpy(),
-            "predicted_clv": clv.to_numpy(),
-            "predicted_clv_lower": aligned(iv_a, "predicted_clv_lower").to_numpy(),
-            "predicted_clv_upper": aligned(iv_a, "predicted_clv_upper").to_numpy(),
-            "value_at_risk": value_at_risk(p, clv).to_numpy(),
-            "health_score": health_score(p, alive, feats, cfg).to_numpy(),
-            "rfm_segment": seg.to_numpy(dtype=object),
-            "top_reasons": aligned(churn_a, "top_reasons", object).to_numpy(),
-            "trend": trend_labels(p, prev_p, cfg.trend_threshold).to_numpy(),
-            "cold_start": cold_start_flags(feats, cfg).to_numpy(dtype=bool),
-            "churn_model": churn_name,
-            "churn_model_version": churn_ver,
-            "clv_model": clv_name,
-            "clv_model_version": clv_ver,
-            "run_id": str(run_id),
-            "scored_at": _utc(scored_at),
-        },
-        columns=list(CUSTOMER_SCORE_COLUMNS),
-    )
+    data: dict[str, Any] = {
+        "customer_id": pd.array(idx, dtype=object),
+        "as_of": _day(as_of),
+        **{c: col(c).to_numpy() for c in ("churn_probability", *CLV_COLUMNS)},
+        "churn_risk": col("churn_risk", object).to_numpy(),
+        "value_at_risk": (value_at_risk(p, clv, feats) if has_churn else col("value_at_risk")).to_numpy(),
+        "health_score": health_score(p, alive, feats, cfg).to_numpy(),
+        "rfm_segment": seg.to_numpy(dtype=object),
+        "top_reasons": col("top_reasons", object).to_numpy(),
+        "trend": (
+            trend_labels(p, prev_p, cfg.trend_threshold) if has_churn else col("trend", object)
+        ).to_numpy(),
+        "cold_start": cold_start_flags(feats, cfg).to_numpy(dtype=bool),
+        "run_id": str(run_id),
+        "scored_at": _utc(scored_at),
+    }
+    for c in CUSTOMER_SCORE_COLUMNS:
+        if c.endswith("_model"):
+            kind = c.removesuffix("_model")
+            name, ver = _version(model_versions, kind) if kind in model_versions else (None, None)
+            data[c], data[f"{c}_version"] = name, ver
+    out = pd.DataFrame(data, columns=list(CUSTOMER_SCORE_COLUMNS))
     out["as_of"] = out["as_of"].astype(object)
     _contain_point(out)
     out = out.sort_values("customer_id", kind="stable").reset_index(drop=True)
     logger.info("assembled %d customer scores (run %s, as of %s)", len(out), run_id, _day(as_of))
     return out
+
+
+def _combined_outputs(outputs: Iterable[pd.DataFrame | None], idx: pd.Index) -> pd.DataFrame:
+    """Every model output frame aligned on the customers ``idx`` (one index lookup per frame)."""
+    parts: list[pd.DataFrame] = []
+    for frame in outputs:
+        if frame is None:
+            continue
+        keyed = frame.set_axis(pd.Index(frame.index.astype(str)), axis=0)
+        if keyed.index.has_duplicates:
+            raise ScoreValidationError(
+                f"customer_scores: duplicate customer ids in the model output {list(frame.columns)[:3]}"
+            )
+        parts.append(keyed if keyed.index.equals(idx) else keyed.reindex(idx))
+    if not parts:
+        return pd.DataFrame(index=idx)
+    combined = pd.concat(parts, axis=1)
+    dup = combined.columns[combined.columns.duplicated()]
+    if len(dup):
+        raise ScoreValidationError(f"customer_scores: model outputs repeat the column(s) {list(dup)}")
+    return combined
 
 
 def assemble_lead_scores(
@@ -456,12 +475,22 @@ def assemble_lead_scores(
 # checks
 
 
+def _absent_model_columns(df: pd.DataFrame) -> set[str]:
+    """Columns of the models absent from the run (their ``<kind>_model`` column all NULL)."""
+    out: set[str] = set()
+    for model_col, cols in _MODEL_COLUMNS.items():
+        if model_col in df.columns and df[model_col].isna().all():
+            out |= {model_col, *cols}
+    return out
+
+
 def _problems_common(
     df: pd.DataFrame,
     columns: Mapping[str, Kind],
     key: str,
     expected_ids: Iterable[Any] | None,
     table: str,
+    nullable: Iterable[str] = (),
 ) -> list[str]:
     problems: list[str] = []
     missing = [c for c in columns if c not in df.columns]
@@ -492,8 +521,9 @@ def _problems_common(
     for single in ("as_of", "run_id", "scored_at"):
         if df[single].nunique(dropna=False) != 1:
             problems.append(f"{table}: {single} must hold one value per run")
+    skip = _NULLABLE | set(nullable)
     for col, kind in columns.items():
-        if col in _NULLABLE:
+        if col in skip:
             continue
         s = df[col]
         n = int(s.isna().sum())
@@ -531,23 +561,28 @@ def check_customer_scores(
     required columns; probabilities (``churn_probability``, ``p_alive``) in [0, 1]; CLV,
     expected purchases and value at risk >= 0; ``lower <= point <= upper`` for expected
     purchases and CLV; CLV columns present for every customer with a purchase (NULL only for
-    ``rfm_segment == "No purchases"``); health in [0, 100]; known risk bands and trends.
+    ``rfm_segment == "No purchases"``); health in [0, 100]; known risk bands and trends. The
+    columns of a model absent from the run (its ``<kind>_model`` NULL on every row: no
+    champion, or no data for it) may be NULL; at least one of churn and CLV must be there.
 
     Raises
     ------
     ScoreValidationError
         Naming every problem found (table, column, count, an example).
     """
-    problems = _problems_common(df, CUSTOMER_SCORE_COLUMNS, "customer_id", expected_ids, table)
+    absent = _absent_model_columns(df) if not [c for c in CUSTOMER_SCORE_COLUMNS if c not in df] else set()
+    problems = _problems_common(df, CUSTOMER_SCORE_COLUMNS, "customer_id", expected_ids, table, absent)
     if problems and ("missing columns" in problems[0] or "empty" in problems[0]):
         raise ScoreValidationError("; ".join(problems))
+    if "churn_model" in absent and "clv_model" in absent:
+        problems.append(f"{table}: neither a churn nor a CLV model scored these rows")
     for col in ("churn_probability", "p_alive"):
         problems += _out_of_range(df, col, 0.0, 1.0, table)
     for col in (*CLV_COLUMNS[1:], "value_at_risk"):
         problems += _out_of_range(df, col, 0.0, None, table)
     problems += _out_of_range(df, "health_score", 0.0, 100.0, table)
     buyer = (df["rfm_segment"] != NO_PURCHASES).to_numpy()
-    for col in CLV_COLUMNS:
+    for col in () if "clv_model" in absent else CLV_COLUMNS:
         n = int((df[col].isna().to_numpy() & buyer).sum())
         if n:
             problems.append(f"{table}.{col}: {n} NaN for customers with purchases")

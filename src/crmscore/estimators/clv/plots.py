@@ -143,7 +143,7 @@ def plot_cumulative_transactions(
     n_points : int
         Points of the time grid.
     """
-    from crmscore.estimators.clv.model import bgnbd_expected_purchases
+    from crmscore.estimators.clv.bgnbd import bgnbd_expected_purchases
 
     t0 = np.asarray(first_purchase, dtype=float)
     rep = np.sort(np.asarray(repeat_purchase_times, dtype=float))
