@@ -40,7 +40,6 @@ from crmscore.estimators.churn import (
     evaluate_churn,
     risk_band,
 )
-from crmscore.estimators.classifier import FramePreparer
 from crmscore.estimators.gates import (
     LeakageError,
     ModelGateError,
@@ -48,6 +47,7 @@ from crmscore.estimators.gates import (
     WindowOverlapError,
     check_no_overlap,
 )
+from crmscore.estimators.preparer import FramePreparer
 from crmscore.evaluation.binary import binary_metrics
 from crmscore.features.snapshot import snapshot_churn_set
 from crmscore.features.tables import build_churn_training_set

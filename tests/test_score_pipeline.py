@@ -210,7 +210,7 @@ def test_postgres_failure_while_customer_rows_are_in_flight_writes_nothing(
         def failing(*a, **k):
             raise RuntimeError(f"injected failure in {where}")
 
-        monkeypatch.setattr(score_mod, "_score_leads", failing)
+        monkeypatch.setattr(score_mod, "score_leads", failing)
     else:
         real = scores_io._upsert_latest
 
@@ -242,7 +242,7 @@ def _policy_frames(n: int = 1000, seed: int = 0):
 
 
 def test_explain_rule_top_value_at_risk_plus_worklist():
-    from crmscore.pipelines.score import churn_rows_to_explain
+    from crmscore.scoring.explain import churn_rows_to_explain
     from crmscore.scoring.worklist import top_by_value_at_risk
 
     churn_out, clv_out = _policy_frames()
@@ -265,7 +265,7 @@ def test_explain_rule_top_value_at_risk_plus_worklist():
 
 
 def test_explain_rule_adds_bands_and_top_probability():
-    from crmscore.pipelines.score import churn_rows_to_explain
+    from crmscore.scoring.explain import churn_rows_to_explain
 
     churn_out, clv_out = _policy_frames()
     base = {"scoring": {"explain_top_n": 200}}

@@ -10,17 +10,14 @@ import pandas as pd
 import pytest
 
 from crmscore.config import ScoringConfig
-from crmscore.scoring.rows import (
+from crmscore.core.score_contract import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
     ScoreValidationError,
-    assemble_customer_scores,
-    assemble_lead_scores,
     check_customer_scores,
     check_lead_scores,
-    health_score,
-    trend_labels,
 )
+from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores, health_score, trend_labels
 
 CFG = ScoringConfig()
 SCORED_AT = datetime(2026, 2, 1, 6, 30, tzinfo=UTC)

@@ -27,8 +27,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from crmscore.core.time import latest_cutoff_mask
-from crmscore.estimators.classifier import CalibratedModel, is_categorical
+from crmscore.estimators.classifier import CalibratedModel
 from crmscore.estimators.gates import LeakageError, check_no_overlap
+from crmscore.estimators.preparer import is_categorical
 from crmscore.evaluation.binary import gains_table, metrics_table, single_feature_auc
 
 if TYPE_CHECKING:

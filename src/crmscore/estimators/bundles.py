@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from crmscore.core.serial import package_versions
-from crmscore.estimators.classifier import CalibratedModel, Calibrator, FramePreparer
+from crmscore.estimators.classifier import CalibratedModel, Calibrator
+from crmscore.estimators.preparer import FramePreparer
 
 __all__ = [
     "CLASSIFIER_FORMAT",

@@ -55,6 +55,7 @@ def _bundles() -> Any:
 
     return bundles
 
+
 #: The BTYD summary columns the CLV model scores.
 BTYD_COLUMNS: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
 

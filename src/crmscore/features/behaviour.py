@@ -56,8 +56,10 @@ def known_customer_ids(
     """Customers known at ``as_of``, sorted.
 
     A customer is known when ``created_at < cutoff_end(as_of)``; a customer without a
-    ``created_at`` (missing column or value) is known once a transaction of theirs is known.
-    Without a ``customers`` table, the customers with a known transaction are known.
+    ``created_at`` (missing column or value) is known once a transaction of theirs is known,
+    or always when the CRM has no transactions table at all (a snapshot export: the table is
+    the customer base as it stands). Without a ``customers`` table, the customers with a
+    known transaction are known.
 
     Returns
     -------
@@ -79,7 +81,8 @@ def known_customer_ids(
         else:
             by_date = np.zeros(len(customers), dtype=bool)
             undated = np.ones(len(customers), dtype=bool)
-        undated &= isin(cid, with_tx)
+        if transactions is not None:
+            undated &= isin(cid, with_tx)
         ids = pd.Index(cid[by_date | undated].dropna().unique())
     return id_index(ids, "customer_id", sort=True)
 

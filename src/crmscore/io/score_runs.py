@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from crmscore.core.score_contract import ScoreValidationError
 from crmscore.io.crm import _read_postgres
 from crmscore.io.score_tables import _day_param, _Kind, _qualified
-from crmscore.scoring.rows import ScoreValidationError
 
 log = logging.getLogger(__name__)
 

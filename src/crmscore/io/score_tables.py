@@ -28,8 +28,8 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from crmscore.config import ScoringConfig, validate_identifier
+from crmscore.core.score_contract import CUSTOMER_SCORE_COLUMNS, LEAD_SCORE_COLUMNS
 from crmscore.io.crm import _iso_utc
-from crmscore.scoring.rows import CUSTOMER_SCORE_COLUMNS, LEAD_SCORE_COLUMNS
 
 Which = Literal["customer_scores", "customer_history", "lead_scores", "lead_history"]
 

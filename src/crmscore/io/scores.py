@@ -49,6 +49,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crmscore.config import ScoringConfig, redact_url
+from crmscore.core.score_contract import CUSTOMER_SCORE_COLUMNS as CUSTOMER_SCORE_COLUMNS
+from crmscore.core.score_contract import LEAD_SCORE_COLUMNS as LEAD_SCORE_COLUMNS
+from crmscore.core.score_contract import ScoreValidationError, check_customer_scores, check_lead_scores
 from crmscore.io.crm import to_arrow
 from crmscore.io.score_runs import (
     _PREVIOUS_COLUMNS,
@@ -73,9 +76,6 @@ from crmscore.io.score_tables import (
     score_tables,
 )
 from crmscore.io.score_tables import LATEST_FILLFACTOR as LATEST_FILLFACTOR
-from crmscore.scoring.rows import CUSTOMER_SCORE_COLUMNS as CUSTOMER_SCORE_COLUMNS
-from crmscore.scoring.rows import LEAD_SCORE_COLUMNS as LEAD_SCORE_COLUMNS
-from crmscore.scoring.rows import ScoreValidationError, check_customer_scores, check_lead_scores
 
 __all__ = [
     "ScoreTableError",

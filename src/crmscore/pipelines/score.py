@@ -48,17 +48,23 @@ from crmscore.config import Config
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
 from crmscore.estimators.specs import SPECS, ModelSpec, get_spec
-from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores, value_at_risk
+from crmscore.scoring.apply import (
+    CustomerOutputs,
+    explain_mask,
+    reasons_of,
+    score_customers,
+    score_leads,
+    timed_stage,
+)
+from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores
 
 __all__ = [
     "ChampionModel",
     "CustomerOutputs",
     "NoChampionError",
     "ScoreRun",
-    "churn_rows_to_explain",
     "resolve_champions",
     "run_score",
-    "score_frames",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,169 +174,6 @@ def _note(notes: list[str] | None, text: str) -> None:
         notes.append(text)
 
 
-def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
-    features = [c for c, _ in model.spec.inputs(model.model)]
-    missing = [c for c in features if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{model.kind} model {model.name} v{model.version}: input column(s) missing: {missing}"
-        )
-
-
-@contextmanager
-def _stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[None]:
-    """:func:`crmscore.core.progress.stage` that also adds the block's wall time to ``timings[key]``."""
-    start = time.perf_counter()
-    with stage(what):
-        yield
-    if timings is not None:
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
-
-
-def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
-    """``top_reasons`` JSON for the rows of ``X`` where ``mask`` is set, None elsewhere."""
-    out = np.full(len(X), None, dtype=object)
-    out[np.flatnonzero(mask)] = _reasons_of(model, X, mask, n)
-    return out
-
-
-def _reasons_of(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
-    """``top_reasons`` JSON of the rows of ``X`` where ``mask`` is set, in their order."""
-    rows = np.flatnonzero(mask)
-    if not len(rows):
-        return np.empty(0, dtype=object)
-    return np.array(model.model.reasons_json(X.iloc[rows], n=n), dtype=object)
-
-
-def churn_rows_to_explain(
-    churn_out: pd.DataFrame,
-    clv_out: pd.DataFrame | None,
-    cfg: Config,
-    features: pd.DataFrame | None = None,
-) -> tuple[np.ndarray, str]:
-    """Which customers get churn reasons, and why (for the log).
-
-    Reasons cost about 1 ms per row, so they are computed for the rows someone acts on: the
-    top ``scoring.explain_top_n`` customers by value at risk (churn probability x CLV, ranked
-    as the worklist ranks them), every account of the worklist (``scoring.worklist_bands``,
-    ``scoring.worklist_top_n``: already among those unless low-band customers hold much of
-    the value at risk), plus the optional ``churn.explain_bands`` and ``churn.explain_top_n``
-    (top by probability).
-
-    Parameters
-    ----------
-    churn_out : DataFrame
-        ``churn_probability`` and ``churn_risk`` of every customer (index: customer id).
-    clv_out : DataFrame or None
-        ``predicted_clv`` of the customers with a purchase (others have no CLV: value at risk
-        0); None without a CLV model (value at risk from ``features``' ``spend_365d``).
-    cfg : Config
-        ``scoring`` and ``churn`` blocks.
-    features : DataFrame, optional
-        The feature table (for the value at risk without a CLV model).
-
-    Returns
-    -------
-    (numpy.ndarray, str)
-        Boolean mask aligned with ``churn_out`` and a description of the rule applied.
-    """
-    from crmscore.estimators.reasons import rows_to_explain
-    from crmscore.scoring.worklist import top_by_value_at_risk
-
-    p = churn_out["churn_probability"].astype(np.float64)
-    clv = (
-        clv_out["predicted_clv"].astype(np.float64).reindex(churn_out.index)
-        if clv_out is not None and "predicted_clv" in clv_out.columns
-        else None
-    )
-    ranked = pd.DataFrame(
-        {
-            "customer_id": churn_out.index.astype(str).to_numpy(dtype=object),
-            "value_at_risk": value_at_risk(p, clv, features).to_numpy(),
-            "churn_probability": p.to_numpy(),
-            "churn_risk": churn_out["churn_risk"].to_numpy(dtype=object),
-        }
-    )
-    sc = cfg.scoring
-    mask = np.zeros(len(ranked), dtype=bool)
-    mask[top_by_value_at_risk(ranked, sc.explain_top_n).index.to_numpy()] = True
-    why = [f"top {sc.explain_top_n:,} by value at risk"]
-    worklist = top_by_value_at_risk(ranked, sc.worklist_top_n, bands=sc.worklist_bands).index.to_numpy()
-    extra = int((~mask[worklist]).sum())
-    if extra:
-        mask[worklist] = True
-        why.append(f"{extra:,} more worklist accounts")
-    chosen = rows_to_explain(
-        p.to_numpy(),
-        groups=ranked["churn_risk"].to_numpy(),
-        explain_groups=cfg.churn.explain_bands,
-        top_n=cfg.churn.explain_top_n,
-    )
-    if cfg.churn.explain_bands:
-        why.append(f"risk bands {', '.join(cfg.churn.explain_bands)}")
-    if cfg.churn.explain_top_n:
-        why.append(f"top {cfg.churn.explain_top_n:,} by churn probability")
-    return mask | chosen, "; ".join(why)
-
-
-def _explain_mask(
-    outputs: CustomerOutputs, features: pd.DataFrame, cfg: Config
-) -> tuple[ChampionModel | None, np.ndarray]:
-    """The customer model to explain and the rows to explain (:func:`churn_rows_to_explain`), logged."""
-    model = outputs.explained
-    if model is None:
-        return None, np.zeros(len(features), dtype=bool)
-    mask, why = churn_rows_to_explain(outputs.frames[model.kind], outputs.value_frame, cfg, features)
-    n, k = len(mask), int(mask.sum())
-    hint = "" if k == n else "; set scoring.explain_top_n or churn.explain_bands to explain more"
-    log.info("reasons for %s of %s customers: %s%s", f"{k:,}", f"{n:,}", why, hint)
-    return model, mask
-
-
-def _explain_leads(
-    model: ChampionModel, lead_features: pd.DataFrame, lead_out: pd.DataFrame, cfg: Config
-) -> None:
-    """Add ``top_reasons`` to ``lead_out`` (in place): ``leads.explain_grades`` and ``explain_top_n``."""
-    from crmscore.estimators.reasons import rows_to_explain
-
-    lc = getattr(cfg, model.kind)
-    mask = rows_to_explain(
-        lead_out["conversion_probability"].to_numpy(),
-        groups=lead_out["lead_grade"].to_numpy(),
-        explain_groups=lc.explain_grades,
-        top_n=lc.explain_top_n,
-    )
-    why = [f"grades {', '.join(lc.explain_grades)}"] if lc.explain_grades else []
-    if lc.explain_top_n:
-        why.append(f"top {lc.explain_top_n:,} by conversion probability")
-    log.info(
-        "reasons for %s of %s open leads: %s",
-        f"{int(mask.sum()):,}",
-        f"{len(mask):,}",
-        "; ".join(why) or "none (leads.explain_grades and leads.explain_top_n are empty)",
-    )
-    lead_out["top_reasons"] = _reasons(model, lead_features, mask, lc.n_reasons)
-
-
-@dataclass
-class CustomerOutputs:
-    """Every customer kind's outputs at ``as_of`` (kind → frame, intervals beside)."""
-
-    features: pd.DataFrame
-    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
-    intervals: dict[str, pd.DataFrame] = field(default_factory=dict)
-    explained: ChampionModel | None = None
-
-    def all_frames(self) -> list[pd.DataFrame]:
-        """The output and interval frames, for the assembly."""
-        return [*self.frames.values(), *self.intervals.values()]
-
-    @property
-    def value_frame(self) -> pd.DataFrame | None:
-        """The frame holding ``predicted_clv`` (None without a CLV model)."""
-        return next((f for f in self.frames.values() if "predicted_clv" in f.columns), None)
-
-
 def _usable(models: dict[str, ChampionModel], data: CRMData, cfg: Config, notes: list[str] | None) -> dict:
     """The champions whose data this CRM has (the others noted and left out)."""
     out = {}
@@ -341,91 +184,6 @@ def _usable(models: dict[str, ChampionModel], data: CRMData, cfg: Config, notes:
             continue
         out[kind] = m
     return out
-
-
-def _score_customers(
-    data: CRMData,
-    as_of: date,
-    cfg: Config,
-    models: dict[str, ChampionModel],
-    timings: dict[str, float] | None,
-) -> CustomerOutputs:
-    """Features and every customer kind's outputs and intervals (no reasons yet)."""
-    from crmscore.features.tables import build_feature_table
-
-    with _stage("features", f"building features as of {as_of}", timings):
-        features = build_feature_table(data, as_of, cfg)
-    out = CustomerOutputs(features)
-    for kind, model in models.items():
-        spec = model.spec
-        if spec.target != "customer":
-            continue
-        rows = spec.select_rows(features)
-        _require_columns(model, rows)
-        with _stage(f"{kind}_predict", f"scoring {kind} for {len(rows):,} customers", timings):
-            out.frames[kind] = model.predict(rows)
-            if spec.interval is not None:
-                out.intervals[kind] = spec.interval(model.model, rows)
-        if spec.explainable and out.explained is None:
-            out.explained = model
-    return out
-
-
-def score_frames(
-    data: CRMData,
-    as_of: date,
-    cfg: Config,
-    models: dict[str, ChampionModel],
-    timings: dict[str, float] | None = None,
-) -> tuple[CustomerOutputs, pd.DataFrame | None]:
-    """Model outputs at ``as_of``: every customer kind's outputs (with reasons) and the open leads'.
-
-    Parameters
-    ----------
-    data : CRMData
-        Validated CRM data.
-    as_of : date
-        Scoring day.
-    cfg : Config
-        Full configuration.
-    models : dict
-        :func:`resolve_champions` output.
-    timings : dict, optional
-        Filled with the wall time (s) of each step.
-    """
-    outputs = _score_customers(data, as_of, cfg, models, timings)
-    model, mask = _explain_mask(outputs, outputs.features, cfg)
-    if model is not None:
-        with _stage("churn_reasons", "churn reasons", timings):
-            n = getattr(cfg, model.kind).n_reasons
-            outputs.frames[model.kind]["top_reasons"] = _reasons(model, outputs.features, mask, n)
-    return outputs, _score_leads(data, as_of, cfg, models, timings)
-
-
-def _score_leads(
-    data: CRMData,
-    as_of: date,
-    cfg: Config,
-    models: dict[str, ChampionModel],
-    timings: dict[str, float] | None,
-) -> pd.DataFrame | None:
-    """Open-lead scores with their reasons; None without a lead champion or open leads."""
-    from crmscore.features.tables import build_lead_features
-
-    lead_models = [m for m in models.values() if m.spec.target == "lead"]
-    if not lead_models or data.leads is None:
-        return None
-    leads = lead_models[0]
-    with _stage("lead_features", "building open-lead features", timings):
-        lead_features = build_lead_features(data, as_of, cfg)
-    if not len(lead_features):
-        return None
-    _require_columns(leads, lead_features)
-    with _stage("lead_predict", f"scoring {len(lead_features):,} open leads", timings):
-        lead_out = leads.predict(lead_features)
-    with _stage("lead_reasons", "lead reasons", timings):
-        _explain_leads(leads, lead_features, lead_out, cfg)
-    return lead_out
 
 
 def _run_id(
@@ -496,11 +254,11 @@ def run_score(
     timings["run_id"] = time.perf_counter() - start
     run = ScoreRun(rid, as_of, None, None, versions, timings=timings, notes=notes)
     customers = any(m.spec.target == "customer" for m in models.values())
-    outputs = _score_customers(data, as_of, cfg, models, timings) if customers else None
+    outputs = score_customers(data, as_of, cfg, models, timings) if customers else None
     if outputs is None or not outputs.frames:
         _note(notes, "no customer model: customer scores are not written")
     _score_and_write(data, as_of, cfg, models, outputs, run, write_back)
-    with _stage("files", "writing the worklist and score files", timings):
+    with timed_stage("files", "writing the worklist and score files", timings):
         _write_files(run, data, cfg, output, worklist_dir)
     return run
 
@@ -524,10 +282,10 @@ def _score_and_write(
         with _write_back(engine, cfg, timings) as writer:
             if outputs is not None and outputs.frames:
                 _customer_rows(engine, writer, as_of, cfg, outputs, run)
-            lead_out = _score_leads(data, as_of, cfg, models, timings)
+            lead_out = score_leads(data, as_of, cfg, models, timings)
             if lead_out is not None:
                 lead_kind = next(k for k, m in models.items() if m.spec.target == "lead")
-                with _stage("assemble", "assembling the lead score rows", timings):
+                with timed_stage("assemble", "assembling the lead score rows", timings):
                     run.lead_scores = assemble_lead_scores(
                         lead_out,
                         as_of=as_of,
@@ -552,10 +310,10 @@ def _customer_rows(
     from crmscore.io.scores import read_previous_scores
 
     features, timings = outputs.features, run.timings
-    explained, explain = _explain_mask(outputs, features, cfg)
+    explained, explain = explain_mask(outputs, features, cfg)
     if explained is not None:
         outputs.frames[explained.kind]["top_reasons"] = None  # filled once the rows are on their way
-    with _stage("assemble", "assembling the score rows", timings):
+    with timed_stage("assemble", "assembling the score rows", timings):
         previous = (
             read_previous_scores(
                 engine, cfg.scoring, as_of=as_of, run_id=run.run_id, schema=cfg.data.db_schema
@@ -580,9 +338,9 @@ def _customer_rows(
         writer.write("customer", scores, features.index, defer_reasons=held)
     reasons = pd.Series([], dtype=object)
     if explained is not None:
-        with _stage("churn_reasons", "churn reasons", timings):
+        with timed_stage("churn_reasons", "churn reasons", timings):
             n = getattr(cfg, explained.kind).n_reasons
-            reasons = pd.Series(_reasons_of(explained, features, explain, n), index=explained_ids).reindex(
+            reasons = pd.Series(reasons_of(explained, features, explain, n), index=explained_ids).reindex(
                 scores.loc[held, "customer_id"].to_numpy()
             )
     if writer is not None and held.any():
@@ -642,7 +400,7 @@ def _write_back(engine: Any, cfg: Config, timings: dict[str, float]) -> Iterator
     except BaseException as exc:
         writer.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, then the error goes on
         raise
-    with _stage("write", "writing scores to the CRM (one transaction)", timings):
+    with timed_stage("write", "writing scores to the CRM (one transaction)", timings):
         writer.__exit__(None, None, None)
 
 

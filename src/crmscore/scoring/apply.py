@@ -1,0 +1,218 @@
+"""Apply loaded models to the feature tables at ``as_of``: outputs, intervals and reasons.
+
+Every customer kind (``ModelSpec.target == "customer"``) scores its rows of the customer
+feature table (``ModelSpec.select_rows``: CLV scores the customers with a purchase), with its
+interval when it has one; the lead kind scores the open leads. A model here is anything with
+``kind``, ``spec``, ``model`` and ``predict(X)`` (:class:`crmscore.pipelines.score.ChampionModel`).
+Reasons are computed only for the rows someone acts on (:mod:`crmscore.scoring.explain`).
+Nothing is read or written here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crmscore.config import Config
+from crmscore.core.progress import stage
+from crmscore.core.schema import CRMData
+from crmscore.scoring.explain import churn_rows_to_explain
+
+__all__ = [
+    "CustomerOutputs",
+    "explain_mask",
+    "reasons_of",
+    "score_customers",
+    "score_frames",
+    "score_leads",
+    "timed_stage",
+]
+
+log = logging.getLogger(__name__)
+
+ChampionModel = Any  # duck-typed: kind, spec, model, predict(X)
+
+
+def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
+    features = [c for c, _ in model.spec.inputs(model.model)]
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{model.kind} model {model.name} v{model.version}: input column(s) missing: {missing}"
+        )
+
+
+@contextmanager
+def timed_stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[None]:
+    """:func:`crmscore.core.progress.stage` that also adds the block's wall time to ``timings[key]``."""
+    start = time.perf_counter()
+    with stage(what):
+        yield
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
+    """``top_reasons`` JSON for the rows of ``X`` where ``mask`` is set, None elsewhere."""
+    out = np.full(len(X), None, dtype=object)
+    out[np.flatnonzero(mask)] = reasons_of(model, X, mask, n)
+    return out
+
+
+def reasons_of(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
+    """``top_reasons`` JSON of the rows of ``X`` where ``mask`` is set, in their order."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return np.empty(0, dtype=object)
+    return np.array(model.model.reasons_json(X.iloc[rows], n=n), dtype=object)
+
+
+def explain_mask(
+    outputs: CustomerOutputs, features: pd.DataFrame, cfg: Config
+) -> tuple[ChampionModel | None, np.ndarray]:
+    """The customer model to explain and the rows to explain (:func:`churn_rows_to_explain`), logged."""
+    model = outputs.explained
+    if model is None:
+        return None, np.zeros(len(features), dtype=bool)
+    mask, why = churn_rows_to_explain(outputs.frames[model.kind], outputs.value_frame, cfg, features)
+    n, k = len(mask), int(mask.sum())
+    hint = "" if k == n else "; set scoring.explain_top_n or churn.explain_bands to explain more"
+    log.info("reasons for %s of %s customers: %s%s", f"{k:,}", f"{n:,}", why, hint)
+    return model, mask
+
+
+def _explain_leads(
+    model: ChampionModel, lead_features: pd.DataFrame, lead_out: pd.DataFrame, cfg: Config
+) -> None:
+    """Add ``top_reasons`` to ``lead_out`` (in place): ``leads.explain_grades`` and ``explain_top_n``."""
+    from crmscore.estimators.reasons import rows_to_explain
+
+    lc = getattr(cfg, model.kind)
+    mask = rows_to_explain(
+        lead_out["conversion_probability"].to_numpy(),
+        groups=lead_out["lead_grade"].to_numpy(),
+        explain_groups=lc.explain_grades,
+        top_n=lc.explain_top_n,
+    )
+    why = [f"grades {', '.join(lc.explain_grades)}"] if lc.explain_grades else []
+    if lc.explain_top_n:
+        why.append(f"top {lc.explain_top_n:,} by conversion probability")
+    log.info(
+        "reasons for %s of %s open leads: %s",
+        f"{int(mask.sum()):,}",
+        f"{len(mask):,}",
+        "; ".join(why) or "none (leads.explain_grades and leads.explain_top_n are empty)",
+    )
+    lead_out["top_reasons"] = _reasons(model, lead_features, mask, lc.n_reasons)
+
+
+@dataclass
+class CustomerOutputs:
+    """Every customer kind's outputs at ``as_of`` (kind → frame, intervals beside)."""
+
+    features: pd.DataFrame
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    intervals: dict[str, pd.DataFrame] = field(default_factory=dict)
+    explained: ChampionModel | None = None
+
+    def all_frames(self) -> list[pd.DataFrame]:
+        """The output and interval frames, for the assembly."""
+        return [*self.frames.values(), *self.intervals.values()]
+
+    @property
+    def value_frame(self) -> pd.DataFrame | None:
+        """The frame holding ``predicted_clv`` (None without a CLV model)."""
+        return next((f for f in self.frames.values() if "predicted_clv" in f.columns), None)
+
+
+def score_customers(
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    models: dict[str, ChampionModel],
+    timings: dict[str, float] | None,
+) -> CustomerOutputs:
+    """Features and every customer kind's outputs and intervals (no reasons yet)."""
+    from crmscore.features.tables import build_feature_table
+
+    with timed_stage("features", f"building features as of {as_of}", timings):
+        features = build_feature_table(data, as_of, cfg)
+    out = CustomerOutputs(features)
+    for kind, model in models.items():
+        spec = model.spec
+        if spec.target != "customer":
+            continue
+        rows = spec.select_rows(features)
+        _require_columns(model, rows)
+        with timed_stage(f"{kind}_predict", f"scoring {kind} for {len(rows):,} customers", timings):
+            out.frames[kind] = model.predict(rows)
+            if spec.interval is not None:
+                out.intervals[kind] = spec.interval(model.model, rows)
+        if spec.explainable and out.explained is None:
+            out.explained = model
+    return out
+
+
+def score_frames(
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    models: dict[str, ChampionModel],
+    timings: dict[str, float] | None = None,
+) -> tuple[CustomerOutputs, pd.DataFrame | None]:
+    """Model outputs at ``as_of``: every customer kind's outputs (with reasons) and the open leads'.
+
+    Parameters
+    ----------
+    data : CRMData
+        Validated CRM data.
+    as_of : date
+        Scoring day.
+    cfg : Config
+        Full configuration.
+    models : dict
+        :func:`resolve_champions` output.
+    timings : dict, optional
+        Filled with the wall time (s) of each step.
+    """
+    outputs = score_customers(data, as_of, cfg, models, timings)
+    model, mask = explain_mask(outputs, outputs.features, cfg)
+    if model is not None:
+        with timed_stage("churn_reasons", "churn reasons", timings):
+            n = getattr(cfg, model.kind).n_reasons
+            outputs.frames[model.kind]["top_reasons"] = _reasons(model, outputs.features, mask, n)
+    return outputs, score_leads(data, as_of, cfg, models, timings)
+
+
+def score_leads(
+    data: CRMData,
+    as_of: date,
+    cfg: Config,
+    models: dict[str, ChampionModel],
+    timings: dict[str, float] | None,
+) -> pd.DataFrame | None:
+    """Open-lead scores with their reasons; None without a lead champion or open leads."""
+    from crmscore.features.tables import build_lead_features
+
+    lead_models = [m for m in models.values() if m.spec.target == "lead"]
+    if not lead_models or data.leads is None:
+        return None
+    leads = lead_models[0]
+    with timed_stage("lead_features", "building open-lead features", timings):
+        lead_features = build_lead_features(data, as_of, cfg)
+    if not len(lead_features):
+        return None
+    _require_columns(leads, lead_features)
+    with timed_stage("lead_predict", f"scoring {len(lead_features):,} open leads", timings):
+        lead_out = leads.predict(lead_features)
+    with timed_stage("lead_reasons", "lead reasons", timings):
+        _explain_leads(leads, lead_features, lead_out, cfg)
+    return lead_out
