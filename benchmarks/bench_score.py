@@ -81,7 +81,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("run_id", "run id (digest of the input)", "input"),
     ("features", "customer features", "customers"),
     ("churn_predict", "churn probability", "customers"),
-    ("clv", "CLV + bootstrap interval", "buyers"),
+    ("clv_predict", "CLV + bootstrap interval", "buyers"),
     ("churn_reasons", "churn reasons", "explained"),
     ("lead_features", "open-lead features", "leads"),
     ("lead_predict", "lead score + grade", "leads"),
@@ -208,10 +208,10 @@ def baselines(
     from crmscore.estimators.reasons import rank_contributions, reasons_json
     from crmscore.pipelines.score import resolve_champions
 
-    churn = resolve_champions(cfg, ("churn",))["churn"].bundle
-    Xt = churn.preparer.transform(features[churn.features])
+    churn = resolve_champions(cfg, ("churn",))["churn"].model
+    Xt = churn.preparer_.transform(features[churn.features])
     start = time.perf_counter()
-    churn.booster.predict(Xt, raw_score=True)
+    churn.booster_.predict(Xt, raw_score=True)
     t_plain = time.perf_counter() - start
     print("\nbaselines (same run)")
     print(
@@ -231,7 +231,7 @@ def baselines(
     t_contrib = time.perf_counter() - start
     reasons_json(rank_contributions(contrib, sample, n=cfg.churn.n_reasons), len(sample))
     per_row = (time.perf_counter() - start) / len(sample)
-    threads = churn.booster.params.get("num_threads", "default")
+    threads = churn.booster_.params.get("num_threads", "default")
     print(
         f"  reasons per row (sample of {len(sample):,} high/medium customers): {per_row * 1e3:.2f} ms "
         f"(contributions {t_contrib / len(sample) * 1e3:.2f} ms, num_threads={threads}; "

@@ -616,10 +616,9 @@ def _quiet_openmp_waits() -> None:
     """Let idle OpenMP threads sleep rather than spin (unless the user set it).
 
     LightGBM's threads spin while waiting by default. When anything else wants the cores
-    (another job, a database), spinning threads take the time the working ones need: on two
-    busy cores a LightGBM fit took 3.7x the wall time of ``OMP_WAIT_POLICY=PASSIVE``
-    (69 s against 19 s), and 4.4x the CPU. Read once, when the OpenMP runtime loads, so it is
-    set before any model library is imported.
+    (another job, a database), spinning threads take the time the working ones need (the
+    measurement is in README.md, "Environment"). Read once, when the OpenMP runtime loads, so
+    it is set before any model library is imported.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

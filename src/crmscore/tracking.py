@@ -43,7 +43,6 @@ import functools
 import json
 import logging
 import os
-import re
 import subprocess
 import tempfile
 import warnings
@@ -59,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import TrackingConfig, redact_url
-from crmscore.core.serial import package_versions
+from crmscore.core.serial import package_versions, slug
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -98,11 +97,6 @@ from crmscore.tracking import CrmscorePyfunc
 
 set_model(CrmscorePyfunc())
 '''
-
-
-def slug(name: str) -> str:
-    """A metric/param-key-safe version of ``name`` (lower case, ``_`` for other characters)."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def _pip_requirements() -> list[str]:
@@ -194,10 +188,17 @@ class CrmscorePyfunc(mlflow.pyfunc.PythonModel):
 
 
 def resolve_tracking_uri(cfg: TrackingConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``cfg.tracking_uri`` (a local SQLite file's folder is created)."""
+    """``MLFLOW_TRACKING_URI`` if set, else ``cfg.tracking_uri``.
+
+    A local SQLite file's folder is created and a relative path made absolute (against the
+    working directory): MLflow caches its stores by URI, so a relative URI would keep pointing
+    at the first project's database after a change of directory.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(uri[len("sqlite:///") :]).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{path}"
     return uri
 
 

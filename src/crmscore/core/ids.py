@@ -2,10 +2,10 @@
 
 The feature functions join transactions, tickets and activities to customers and leads by
 id many times per cutoff (positions, distinct ids, membership). On string ids each of those
-hashes millions of Python or Arrow strings; at 1M customers that was most of the feature
-build. :func:`encode_ids` replaces the id columns by ``int64`` codes *once* per job, so the
-same feature functions run on integers, and :class:`IdCodes` turns the codes of a result
-back into the original ids.
+hashes millions of Python or Arrow strings, which dominated the feature build of a large
+CRM. :func:`encode_ids` replaces the id columns by ``int64`` codes *once* per job, so the same
+feature functions run on integers, and :class:`IdCodes` turns the codes of a result back into
+the original ids.
 
 Codes are positions in the **sorted** distinct ids, so sorting codes sorts ids the same way
 (Python string order) and every result is identical to the one computed on the strings.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from importlib import metadata
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["jsonable", "package_versions"]
+__all__ = ["jsonable", "package_versions", "slug"]
 
 #: Packages whose versions a model artefact records.
 DEFAULT_PACKAGES: tuple[str, ...] = (
@@ -60,3 +61,12 @@ def package_versions(packages: Iterable[str] = DEFAULT_PACKAGES) -> dict[str, st
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)
     return out
+
+
+def slug(name: object, empty: str = "") -> str:
+    """``name`` as a key-safe word: lower case, every run of other characters one ``_``.
+
+    Used for MLflow metric/param keys and for feature names built from data values (activity
+    types); ``empty`` is returned when nothing is left (e.g. ``"!!"``).
+    """
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_") or empty

@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Baseline",
     "EvaluationReport",
+    "evaluate_classifier",
     "evaluate_out_of_time",
     "logistic_baseline",
     "out_of_time_split",
+    "simple_baseline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -308,4 +310,48 @@ def evaluate_out_of_time(
         label=label,
         baseline_errors=errors,
         evaluation=evaluation,
+    )
+
+
+def simple_baseline(
+    frame: pd.DataFrame,
+    label: str,
+    columns: Iterable[str],
+    name: str,
+    *,
+    exclude: Iterable[str] = (),
+) -> dict[str, Baseline]:
+    """The kind's simple logistic baseline: on ``columns`` when the frame has them all, else on
+    every attribute (``"logistic regression (all attributes)"``, for data without the history
+    those columns come from). ``exclude`` (and ``label``, ``cutoff``) are never inputs."""
+    cols = list(columns)
+    if cols and set(cols) <= set(frame.columns):
+        return {f"logistic regression ({name})": logistic_baseline(cols, label=label)}
+    skip = {label, "cutoff", *exclude}
+    feats = [c for c in frame.columns if c not in skip]
+    return {"logistic regression (all attributes)": logistic_baseline(feats, label=label)}
+
+
+def evaluate_classifier(
+    frame: pd.DataFrame,
+    label: str,
+    model: CalibratedModel,
+    cfg: Any,
+    baselines: Mapping[str, Baseline],
+    *,
+    time_column: str = "cutoff",
+    horizon_days: int | None = None,
+) -> EvaluationReport:
+    """:func:`evaluate_out_of_time` with the holdout share, leakage ceiling and seed of a
+    classifier config block ``cfg`` (``churn`` or ``leads``)."""
+    return evaluate_out_of_time(
+        frame,
+        label,
+        model,
+        baselines=baselines,
+        time_column=time_column,
+        horizon_days=horizon_days,
+        holdout_fraction=cfg.holdout_fraction,
+        max_eval_auc=cfg.max_eval_auc,
+        random_state=cfg.random_state,
     )

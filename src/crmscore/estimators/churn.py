@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from crmscore.estimators.backtest import Baseline, EvaluationReport, evaluate_out_of_time, logistic_baseline
+from crmscore.estimators.backtest import Baseline, EvaluationReport, evaluate_classifier, simple_baseline
 from crmscore.estimators.classifier import CalibratedModel, model_params
 
 if TYPE_CHECKING:
@@ -192,23 +192,11 @@ def evaluate_churn(
     """
     model = CalibratedChurnModel.from_config(cfg, time_column=time_column, **overrides)
     rfm = [c for c in _RFM_COLUMNS if c in frame.columns]
-    baselines: dict[str, Baseline] = {}
-    if rfm:
-        baselines["logistic regression (RFM)"] = logistic_baseline(rfm, label=label)
-    else:
-        feats = [c for c in frame.columns if c not in (label, time_column, *cfg.exclude_features)]
-        baselines["logistic regression (all attributes)"] = logistic_baseline(feats, label=label)
+    baselines = simple_baseline(frame, label, rfm, "RFM", exclude=(time_column, *cfg.exclude_features))
     if {"frequency", "recency", "T", "monetary_value"} <= set(frame.columns):
         horizon = cfg.horizon_days if cfg.definition == "inactivity" else None
         baselines.update(clv_baselines(time_unit=time_unit, horizon_days=horizon))
-    return evaluate_out_of_time(
-        frame,
-        label,
-        model,
-        baselines=baselines,
-        time_column=time_column,
-        horizon_days=None if cfg.definition == "label" else cfg.horizon_days,
-        holdout_fraction=cfg.holdout_fraction,
-        max_eval_auc=cfg.max_eval_auc,
-        random_state=cfg.random_state,
+    horizon_days = None if cfg.definition == "label" else cfg.horizon_days
+    return evaluate_classifier(
+        frame, label, model, cfg, baselines, time_column=time_column, horizon_days=horizon_days
     )

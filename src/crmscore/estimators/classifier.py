@@ -2,7 +2,7 @@
 
 Model
 -----
-``make_lgbm_pipeline(**params)`` builds ``Pipeline([("prepare", FramePreparer), ("model",
+``make_lgbm_pipeline(params)`` builds ``Pipeline([("prepare", FramePreparer), ("model",
 LGBMClassifier)])``. :class:`FramePreparer` learns at fit which columns are numeric and which
 are categorical (pandas ``category``, text or object columns) and the categories of each;
 at transform categorical columns become ``category`` dtype with exactly those categories, so
@@ -43,10 +43,18 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.pipeline import Pipeline
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import column_or_1d
 
 from crmscore.core.time import latest_cutoff_mask
 from crmscore.estimators import reasons as _reasons
-from crmscore.estimators.gates import check_class_counts, check_no_overlap, check_single_feature_leakage
+from crmscore.estimators.gates import (
+    NotFittedModelError,
+    check_class_counts,
+    check_no_overlap,
+    check_single_feature_leakage,
+)
 from crmscore.estimators.preparer import FramePreparer
 from crmscore.evaluation.binary import fit_logistic_1d, single_feature_auc
 
@@ -95,45 +103,51 @@ CALIBRATION_EPS = 1e-6
 # ------------------------------------------------------------------------------------------
 
 
-def make_lgbm_pipeline(
-    *,
-    n_estimators: int = 200,
-    learning_rate: float = 0.05,
-    num_leaves: int = 31,
-    min_child_samples: int = 20,
-    subsample: float = 1.0,
-    colsample_bytree: float = 1.0,
-    reg_lambda: float = 0.0,
-    n_jobs: int = 2,
-    random_state: int = 0,
-    exclude: Iterable[str] = (),
-) -> Pipeline:
+def make_lgbm_pipeline(params: Mapping[str, Any], *, exclude: Iterable[str] = ()) -> Pipeline:
     """``prepare`` (:class:`FramePreparer`) → ``model`` (``lightgbm.LGBMClassifier``), unfitted.
+
+    Parameters
+    ----------
+    params : mapping
+        The LightGBM hyperparameters, exactly the keys of :data:`LGBM_PARAMS` (their defaults
+        are :class:`CalibratedModel`'s: ``CalibratedModel().lgbm_params()``).
+    exclude : iterable of str
+        Columns the preparer never uses as features.
 
     Categorical features reach LightGBM as pandas ``category`` columns (native categorical
     splits); ``subsample < 1`` turns on bagging at every iteration.
     """
     from lightgbm import LGBMClassifier
 
-    model = LGBMClassifier(
-        n_estimators=n_estimators,
-        learning_rate=learning_rate,
-        num_leaves=num_leaves,
-        min_child_samples=min_child_samples,
-        subsample=subsample,
-        subsample_freq=1 if subsample < 1 else 0,
-        colsample_bytree=colsample_bytree,
-        reg_lambda=reg_lambda,
-        n_jobs=n_jobs,
-        random_state=random_state,
-        verbose=-1,
-    )
+    if set(params) != set(LGBM_PARAMS):
+        raise ValueError(f"LightGBM parameters must be exactly {LGBM_PARAMS}, got {sorted(params)}")
+    model = LGBMClassifier(**params, subsample_freq=1 if params["subsample"] < 1 else 0, verbose=-1)
     return Pipeline([("prepare", FramePreparer(exclude=tuple(exclude))), ("model", model)])
 
 
 def model_params(cfg: Any) -> dict[str, Any]:
     """The :class:`CalibratedModel` parameters found on a classifier config block."""
     return {f: getattr(cfg, f) for f in CLASSIFIER_PARAMS if hasattr(cfg, f)}
+
+
+def binary_labels(y: Any, owner: str = "CalibratedModel", name: str = "y") -> np.ndarray:
+    """``y`` as a 1-d boolean array; only 0/1 or False/True labels are accepted.
+
+    Raises
+    ------
+    ValueError
+        ``y`` is None, not 1-d, contains NaN, or is continuous, multiclass or not 0/1.
+    """
+    if y is None:
+        raise ValueError(f"{owner} requires y to be passed, but the target y is None")
+    arr = column_or_1d(y, warn=True)  # a column vector warns (DataConversionWarning) and is raveled
+    kind = type_of_target(arr, input_name=name)  # raises on NaN / inf
+    if kind != "binary":
+        raise ValueError(f"Only binary classification is supported. Unknown label type: {kind!r} for {name}")
+    values = pd.unique(arr)
+    if not np.isin(values, [0, 1]).all():
+        raise ValueError(f"{name} must hold 0/1 or False/True labels, got {sorted(map(str, values))}")
+    return arr.astype(bool)
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +229,7 @@ class CalibratedModel(ClassifierMixin, BaseEstimator):
     ----------
     n_estimators, learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, \
 reg_lambda, n_jobs, random_state
-        LightGBM parameters (see :func:`make_lgbm_pipeline`).
+        LightGBM parameters (:data:`LGBM_PARAMS`, see :func:`make_lgbm_pipeline`).
     exclude_features : tuple of str
         Columns never used as features (the time column always is excluded).
     calibration : {"sigmoid", "isotonic"}
@@ -315,6 +329,12 @@ reg_lambda, n_jobs, random_state
         self.label_horizon_days = label_horizon_days
         self.thresholds = thresholds
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values go to LightGBM's missing-value splits
+        tags.classifier_tags.multi_class = False  # binary 0/1 labels only
+        return tags
+
     # -- fitting -------------------------------------------------------------------------
 
     def _exclusions(self) -> tuple[str, ...]:
@@ -390,14 +410,14 @@ reg_lambda, n_jobs, random_state
         """
         if self.calibration not in ("sigmoid", "isotonic"):
             raise ValueError(f"calibration must be 'sigmoid' or 'isotonic', got {self.calibration!r}")
-        y_arr = np.asarray(y).astype(bool)
+        y_arr = binary_labels(y, type(self).__name__)
         if len(y_arr) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y_arr)}")
         if X_calib is not None:
             if y_calib is None:
                 raise ValueError("y_calib is required with X_calib")
             X_tr, y_tr = X, y_arr
-            X_ca, y_ca = X_calib, np.asarray(y_calib).astype(bool)
+            X_ca, y_ca = X_calib, binary_labels(y_calib, type(self).__name__, "y_calib")
             c_tr, c_ca = self._cutoffs(X_tr), self._cutoffs(X_ca)
             check_no_overlap(
                 X_tr.index,
@@ -419,7 +439,7 @@ reg_lambda, n_jobs, random_state
         if keep is not None:
             X_tr, y_tr = X_tr.iloc[keep], y_tr[keep]
 
-        pipe = make_lgbm_pipeline(**self.lgbm_params(), exclude=self._exclusions())
+        pipe = make_lgbm_pipeline(self.lgbm_params(), exclude=self._exclusions())
         prep = pipe.named_steps["prepare"].fit(X_tr)
         Xt = prep.transform(X_tr)
         self.single_feature_auc_ = single_feature_auc(Xt, y_tr, random_state=self.random_state)
@@ -474,7 +494,7 @@ reg_lambda, n_jobs, random_state
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "booster_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+            raise NotFittedModelError(f"{type(self).__name__} is not fitted: call fit() first")
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         Xt = self.preparer_.transform(X)

@@ -19,16 +19,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "LeakageError",
     "ModelGateError",
+    "NotFittedModelError",
     "TooFewPositivesError",
     "WindowOverlapError",
     "check_class_counts",
     "check_no_overlap",
     "check_single_feature_leakage",
 ]
+
+
+class NotFittedModelError(NotFittedError, RuntimeError):
+    """A model used before ``fit``: scikit-learn's ``NotFittedError`` (still a ``RuntimeError``)."""
 
 
 class ModelGateError(ValueError):

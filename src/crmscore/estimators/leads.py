@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from crmscore.estimators.backtest import Baseline, EvaluationReport, evaluate_out_of_time, logistic_baseline
+from crmscore.estimators.backtest import EvaluationReport, evaluate_classifier, simple_baseline
 from crmscore.estimators.classifier import CalibratedModel, model_params
 
 if TYPE_CHECKING:
@@ -128,20 +128,8 @@ def evaluate_leads(
     """
     model = LeadScoringModel.from_config(cfg, time_column=time_column, **overrides)
     cols = [c for c in _ENGAGEMENT_COLUMNS if c in frame.columns]
-    baselines: dict[str, Baseline] = {}
-    if {"days_since_last_activity", "n_activities"} <= set(cols):
-        baselines["logistic regression (engagement RFM)"] = logistic_baseline(cols, label=label)
-    else:
-        feats = [c for c in frame.columns if c not in (label, time_column, *cfg.exclude_features)]
-        baselines["logistic regression (all attributes)"] = logistic_baseline(feats, label=label)
-    return evaluate_out_of_time(
-        frame,
-        label,
-        model,
-        baselines=baselines,
-        time_column=time_column,
-        horizon_days=None,
-        holdout_fraction=cfg.holdout_fraction,
-        max_eval_auc=cfg.max_eval_auc,
-        random_state=cfg.random_state,
-    )
+    if not {"days_since_last_activity", "n_activities"} <= set(cols):
+        cols = []  # no activities: the baseline uses every attribute
+    exclude = (time_column, *cfg.exclude_features)
+    baselines = simple_baseline(frame, label, cols, "engagement RFM", exclude=exclude)
+    return evaluate_classifier(frame, label, model, cfg, baselines, time_column=time_column)

@@ -8,9 +8,9 @@ reasons of the calibrated score too, but they are in log-odds, not in probabilit
 
 Cost
 ----
-Contributions cost about 1 ms of CPU per row at 200 trees x 31 leaves (LightGBM spreads the
-rows over the model's ``num_threads``, its training ``n_jobs``: 2), about 20 minutes for 1M
-rows, against about 10 microseconds per row for the prediction itself. So they are computed
+Contributions cost about a hundred times the prediction itself per row (TreeSHAP walks every
+tree; LightGBM spreads the rows over the model's ``num_threads``, its training ``n_jobs``;
+docs/scoring.md has the measured times). So they are computed
 only for the rows someone will act on: ``crmscore score`` explains the top
 ``scoring.explain_top_n`` customers by value at risk and every worklist account, plus the
 churn risk bands in ``churn.explain_bands`` (none by default), the lead grades in
@@ -18,8 +18,8 @@ churn risk bands in ``churn.explain_bands`` (none by default), the lead grades i
 (:func:`rows_to_explain`). Other rows get no reasons.
 
 Ranking and JSON are vectorised (:func:`rank_contributions`: two ``argsort`` calls over the
-whole matrix; :func:`reasons_json`: column-wise text, joined per row): about 0.05 ms per row
-with 5 + 5 reasons, against about 1 ms for the per-row loop they replaced.
+whole matrix; :func:`reasons_json`: column-wise text, joined per row), a small fraction of the
+cost of the contributions.
 """
 
 from __future__ import annotations

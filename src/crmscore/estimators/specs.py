@@ -30,6 +30,7 @@ import pandas as pd
 
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
+from crmscore.core.serial import slug
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -187,12 +188,6 @@ def _metric_dicts(table: pd.DataFrame) -> tuple[str, dict[str, float], dict[str,
     return str(model_row), model, baselines
 
 
-def _slug(name: str) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
 def _classifier_floors(kind: str) -> Callable[[Mapping[str, float], PromotionConfig], list[str]]:
     def floors(metrics: Mapping[str, float], rule: PromotionConfig) -> list[str]:
         gate = getattr(rule, kind)
@@ -234,7 +229,7 @@ def _classifier_trained(kind: str, rep: Any, label: str, cfg: Config) -> Trained
 
     logged = dict(metrics)
     for b, vals in baselines.items():
-        logged.update({f"baseline.{_slug(b)}.{k}": v for k, v in vals.items()})
+        logged.update({f"baseline.{slug(b)}.{k}": v for k, v in vals.items()})
     frames = {
         "evaluation/metrics.csv": rep.metrics,
         "evaluation/gains.csv": rep.gains[model_name],
@@ -409,7 +404,7 @@ def _train_clv(data: CRMData, as_of: date, cfg: Config) -> TrainedModel:
     logged = {f"holdout_{k}": v for k, v in metrics.items()}
     logged["mae"] = metrics["mae"]
     for b, vals in baselines.items():
-        logged.update({f"baseline.{_slug(b)}.holdout_{k}": v for k, v in vals.items()})
+        logged.update({f"baseline.{slug(b)}.holdout_{k}": v for k, v in vals.items()})
     for block in ("bgnbd", "gamma_gamma"):
         logged.update({f"param.{p}": v["estimate"] for p, v in parameters[block].items()})
         logged.update({f"param_se.{p}": v["se"] for p, v in parameters[block].items()})

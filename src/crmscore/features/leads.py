@@ -17,13 +17,13 @@ scores. Features:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from crmscore.core.ids import id_index
+from crmscore.core.serial import slug
 from crmscore.core.time import DateLike, as_of_day_number, cutoff_end, day_index
 from crmscore.features.behaviour import _as_feature
 
@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Columns of ``leads`` that are never features.
 LEAD_NON_FEATURES: frozenset[str] = frozenset({"lead_id", "created_at", "converted_at", "customer_id"})
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_") or "unknown"
 
 
 def open_lead_mask(leads: pd.DataFrame, as_of: DateLike, *, open_only: bool = True) -> np.ndarray:
@@ -123,7 +119,9 @@ def lead_features(
     out["days_since_last_activity"] = np.where(np.isinf(last), np.nan, last)
     raw_codes, raw_kinds = pd.factorize(activities["activity"][ok].fillna("unknown"))
     # slug the distinct types only (not every row); types that slug alike are merged
-    codes, names = pd.factorize(pd.Index([_slug(k) for k in raw_kinds], dtype=object), sort=True)
+    codes, names = pd.factorize(
+        pd.Index([slug(k, empty="unknown") for k in raw_kinds], dtype=object), sort=True
+    )
     codes = codes[raw_codes] if len(raw_codes) else raw_codes
     k = len(names)
     if k:

@@ -180,8 +180,8 @@ def read_sql_tables(
     return tables, errors
 
 
-#: connections reading tables at once from PostgreSQL (measured at 1M customers on 2 cores:
-#: 12.1 s one at a time, 10.6 s with 2, 9.6 s with 3)
+#: connections reading tables at once from PostgreSQL (3 was the fastest of 1-3 at 1M
+#: customers on 2 cores; docs/scoring.md, "Speed")
 _READ_CONNECTIONS = 3
 
 

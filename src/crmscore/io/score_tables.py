@@ -87,8 +87,8 @@ def _tables(
 
     # PostgreSQL: half of each page left free, so that the next run's update of a row fits on
     # its page, a heap-only (HOT) update without a new primary-key entry (the page's dead
-    # versions are pruned as it fills): the upsert of 1M rows takes 5 s instead of 8.5 s, the
-    # table twice the space. Only tables crmscore creates get it; see docs/scoring.md.
+    # versions are pruned as it fills): faster upserts for twice the space (measured in
+    # docs/scoring.md). Only tables crmscore creates get it.
     latest = sa.Table(
         latest_name, md, *cols((kind.key,)), schema=schema, postgresql_with={"fillfactor": LATEST_FILLFACTOR}
     )

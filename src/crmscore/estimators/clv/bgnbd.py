@@ -38,7 +38,7 @@ BGNBD_PARAMS: tuple[str, ...] = ("r", "alpha", "a", "b")
 def _as_float(a: Any) -> np.ndarray:
     """A float array from array_like input (NaN for missing pandas values)."""
     # pandas objects through ``to_numpy``: ``np.asarray(series)`` probes attributes through
-    # ``Series.__getattr__``, which hashes a string index (~0.15 s per million rows)
+    # ``Series.__getattr__``, which hashes a string index (slow on millions of rows)
     if isinstance(a, (pd.Series, pd.Index)):
         return a.to_numpy(dtype=float, na_value=np.nan)
     return np.asarray(a, dtype=float)

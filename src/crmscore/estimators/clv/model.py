@@ -56,6 +56,7 @@ from crmscore.estimators.clv.bgnbd import (
 from crmscore.estimators.clv.gamma_gamma import GG_PARAMS, gg_conditional_expected_average_profit
 from crmscore.estimators.clv.intervals import bootstrap_intervals, draw_log_normal
 from crmscore.estimators.clv.optimize import _group_rows, fit_bgnbd, fit_gamma_gamma
+from crmscore.estimators.gates import NotFittedModelError
 
 __all__ = ["DAYS_PER_MONTH", "LIFETIMES_MONTH_FACTOR", "ClvModel", "monthly_discount_rate"]
 
@@ -232,7 +233,7 @@ class ClvModel(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "bgnbd_params_"):
-            raise RuntimeError("ClvModel is not fitted: call fit() or from_json() first")
+            raise NotFittedModelError("ClvModel is not fitted: call fit() or from_json() first")
 
     # -- point predictions -----------------------------------------------------------------
 
@@ -375,11 +376,10 @@ class ClvModel(BaseEstimator):
         (``n_bootstrap * (horizon_months + 1) * n_pairs`` calls, ~0.2 µs each); the rest is
         ``O(n_bootstrap * n_rows)`` elementwise work on unique ``(x, t_x, T, m)`` rows, chunked
         to bound memory (``chunk_size * n_bootstrap`` floats; 4,000 x 200 keeps each temporary
-        in cache: 18 s of CPU at 1M rows against 22.5 s with 20,000), ``n_jobs`` chunks at a time in
-        threads (the results do not depend on ``n_jobs``); the quantiles come from one sort per
-        block (:func:`~.intervals._quantiles`, the values of ``np.quantile`` at a seventh of its cost).
-        Measured at one million customers, ``n_bootstrap=200``, 12-month horizon: 5.7-6.3 s
-        with two threads on a quiet two-core host, with the point predictions.
+        in cache), ``n_jobs`` chunks at a time in threads (the results do not depend on
+        ``n_jobs``); the quantiles come from one sort per block (:func:`~.intervals._quantiles`,
+        the values of ``np.quantile`` at a fraction of its cost). Measured times:
+        docs/scoring.md ("Speed").
 
         Returns
         -------
