@@ -115,6 +115,8 @@ class ModelSpec:
     kind : str
         Name, also the config block (``cfg.<kind>``), the key of ``tracking.registered_names``
         and of ``training.promotion``.
+    title : str
+        The kind in words (report, messages).
     target : {"customer", "lead"}
         Whose rows the kind scores (``customer_scores`` or ``lead_scores``).
     needs : str
@@ -148,6 +150,7 @@ class ModelSpec:
     """
 
     kind: str
+    title: str
     target: Literal["customer", "lead"]
     needs: str
     primary_metric: str
@@ -307,9 +310,12 @@ def _train_leads(data: CRMData, as_of: date, cfg: Config) -> TrainedModel:
     return _classifier_trained("leads", rep, "converted", cfg)
 
 
-def _classifier_spec(kind: str, estimator: type, target: Literal["customer", "lead"], needs: str, **kw: Any):
+def _classifier_spec(
+    kind: str, title: str, estimator: type, target: Literal["customer", "lead"], needs: str, **kw: Any
+) -> ModelSpec:
     return ModelSpec(
         kind=kind,
+        title=title,
         target=target,
         needs=needs,
         primary_metric="roc_auc",
@@ -477,6 +483,7 @@ def _build_specs() -> dict[str, ModelSpec]:
 
     churn = _classifier_spec(
         "churn",
+        "Churn model",
         CalibratedChurnModel,
         "customer",
         "transactions (inactivity churn), customers.churned_at (contractual) or a label column (label)",
@@ -485,6 +492,7 @@ def _build_specs() -> dict[str, ModelSpec]:
     )
     leads = _classifier_spec(
         "leads",
+        "Lead scoring model",
         LeadScoringModel,
         "lead",
         "the leads table (lead_activities optional)",
@@ -493,6 +501,7 @@ def _build_specs() -> dict[str, ModelSpec]:
     )
     clv = ModelSpec(
         kind="clv",
+        title="Lifetime-value model",
         target="customer",
         needs="the transactions table",
         primary_metric="mae",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -91,6 +92,79 @@ def _positions(values: pd.Series, ids: pd.Index) -> np.ndarray:
     return ids.get_indexer(values)
 
 
+@dataclass(frozen=True, eq=False)
+class _TransactionRows:
+    """Transactions known at a cutoff, of customers in ``ids``, with a valid amount.
+
+    Attributes
+    ----------
+    n : int
+        Number of customers (``len(ids)``).
+    ok : ndarray of bool
+        Mask of these rows in the transactions table.
+    pos : ndarray of int
+        Position of each row's customer in ``ids``.
+    amt : ndarray of float64
+        Amount of each row.
+    age : ndarray of int
+        Whole days from the row's day to the cutoff day (0 on the cutoff day).
+    purchase : ndarray of bool
+        Rows that count as purchases (:func:`crmscore.features.btyd.purchase_mask`).
+    """
+
+    n: int
+    ok: np.ndarray
+    pos: np.ndarray
+    amt: np.ndarray
+    age: np.ndarray
+    purchase: np.ndarray
+
+    def count(self, sel: np.ndarray) -> np.ndarray:
+        """Number of selected rows per customer, float64."""
+        return np.bincount(self.pos[sel], minlength=self.n).astype(np.float64)
+
+    def total(self, sel: np.ndarray) -> np.ndarray:
+        """Sum of the amounts of the selected rows per customer."""
+        return np.bincount(self.pos[sel], weights=self.amt[sel], minlength=self.n)
+
+
+def _transaction_rows(
+    transactions: pd.DataFrame, ids: pd.Index, as_of: DateLike, refunds: RefundRule
+) -> _TransactionRows:
+    """The rows of ``transactions`` that :func:`transaction_features` uses at ``as_of``.
+
+    Parameters
+    ----------
+    transactions : DataFrame
+        Canonical transactions. Not modified.
+    ids : Index
+        Customers to describe.
+    as_of : date-like
+        Cutoff day.
+    refunds : {"exclude", "include"}
+        Whether refunds count as purchases.
+
+    Returns
+    -------
+    _TransactionRows
+        Rows with ``ts < cutoff_end(as_of)``, a non-missing amount and a customer in ``ids``.
+    """
+    end = cutoff_end(as_of)
+    today = as_of_day_number(as_of)
+    ok = _known(transactions["ts"], end)
+    ok &= transactions["amount"].notna().to_numpy(dtype=bool, copy=True)
+    pos_all = _positions(transactions["customer_id"], ids)
+    ok &= pos_all >= 0
+    return _TransactionRows(
+        n=len(ids),
+        ok=ok,
+        pos=pos_all[ok],
+        amt=transactions["amount"].to_numpy(dtype=np.float64, na_value=np.nan)[ok],
+        age=today - day_index(transactions["ts"][ok]),
+        purchase=purchase_mask(transactions, refunds)[ok],
+    )
+
+
 def transaction_features(
     transactions: pd.DataFrame,
     ids: pd.Index,
@@ -127,64 +201,104 @@ def transaction_features(
         Index ``ids``; float64 columns. Customers without a purchase have NaN recency, gap and
         average-order features and 0 counts.
     """
-    n = len(ids)
-    end = cutoff_end(as_of)
-    today = as_of_day_number(as_of)
-    ok = _known(transactions["ts"], end)
-    ok &= transactions["amount"].notna().to_numpy(dtype=bool, copy=True)
-    pos_all = _positions(transactions["customer_id"], ids)
-    ok &= pos_all >= 0
-    pos = pos_all[ok]
-    amt = transactions["amount"].to_numpy(dtype=np.float64, na_value=np.nan)[ok]
-    age = today - day_index(transactions["ts"][ok])
-    purchase = purchase_mask(transactions, refunds)[ok]
-    refund = amt < 0
+    rows = _transaction_rows(transactions, ids, as_of, refunds)
+    out = _spend_features(rows, windows_days)
+    out.update(_trend_features(rows, trend_window_days))
+    out.update(_gap_features(rows))
+    refund = rows.amt < 0
+    out["n_refunds"] = rows.count(refund)
+    out["refund_amount"] = -rows.total(refund)
+    if "product" in transactions:
+        out["n_products"] = _product_counts(transactions["product"], rows)
+    else:
+        logger.info("transactions have no 'product' column: product breadth feature absent")
+    return pd.DataFrame(out, index=ids)
 
+
+def _spend_features(rows: _TransactionRows, windows_days: Sequence[int]) -> dict[str, np.ndarray]:
+    """Purchase counts and spend, overall and per look-back window, and average order value.
+
+    Parameters
+    ----------
+    rows : _TransactionRows
+        Known transactions.
+    windows_days : sequence of int
+        Look-back windows in days (including the cutoff day).
+
+    Returns
+    -------
+    dict
+        ``n_purchases``, ``spend_total``, ``avg_order_value``, then ``n_purchases_{w}d`` and
+        ``spend_{w}d`` per window.
+    """
     out: dict[str, np.ndarray] = {}
-
-    def count(sel: np.ndarray) -> np.ndarray:
-        return np.bincount(pos[sel], minlength=n).astype(np.float64)
-
-    def total(sel: np.ndarray) -> np.ndarray:
-        return np.bincount(pos[sel], weights=amt[sel], minlength=n)
-
-    out["n_purchases"] = count(purchase)
-    out["spend_total"] = total(purchase)
+    purchase = rows.purchase
+    out["n_purchases"] = rows.count(purchase)
+    out["spend_total"] = rows.total(purchase)
     with np.errstate(invalid="ignore", divide="ignore"):
         n_p = out["n_purchases"]
         out["avg_order_value"] = np.where(n_p > 0, out["spend_total"] / n_p, np.nan)
     for w in windows_days:
-        sel = purchase & (age < w)
-        out[f"n_purchases_{w}d"] = count(sel)
-        out[f"spend_{w}d"] = total(sel)
+        sel = purchase & (rows.age < w)
+        out[f"n_purchases_{w}d"] = rows.count(sel)
+        out[f"spend_{w}d"] = rows.total(sel)
+    return out
 
-    t = trend_window_days
+
+def _trend_features(rows: _TransactionRows, t: int) -> dict[str, np.ndarray]:
+    """Purchases and spend of the last ``t`` days against the ``t`` days before.
+
+    Parameters
+    ----------
+    rows : _TransactionRows
+        Known transactions.
+    t : int
+        Trend window in days.
+
+    Returns
+    -------
+    dict
+        ``purchase_trend``, ``spend_change`` and ``spend_trend`` (see :func:`transaction_features`).
+    """
+    purchase, age = rows.purchase, rows.age
     recent = purchase & (age < t)
     prior = purchase & (age >= t) & (age < 2 * t)
-    nr, npr = count(recent), count(prior)
-    sr, sp = total(recent), total(prior)
+    nr, npr = rows.count(recent), rows.count(prior)
+    sr, sp = rows.total(recent), rows.total(prior)
+    out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         out["purchase_trend"] = np.where(nr + npr > 0, (nr - npr) / (nr + npr), np.nan)
         out["spend_change"] = sr - sp
         denom = np.abs(sr) + np.abs(sp)
         out["spend_trend"] = np.where(denom > 0, (sr - sp) / denom, np.nan)
+    return out
 
-    # distinct purchase days per customer, one sort: recency, first purchase, gaps
+
+def _gap_features(rows: _TransactionRows) -> dict[str, np.ndarray]:
+    """Recency, days since the first purchase and inter-purchase gaps over distinct purchase days.
+
+    Parameters
+    ----------
+    rows : _TransactionRows
+        Known transactions.
+
+    Returns
+    -------
+    dict
+        ``recency_days``, ``days_since_first_purchase``, ``gap_mean_days``, ``gap_std_days``,
+        ``gap_max_days`` and ``overdue_ratio`` (recency over mean gap); NaN for customers
+        without a purchase (gaps: without two purchase days).
+    """
+    n = rows.n
     recency = np.full(n, np.nan)
     since_first = np.full(n, np.nan)
     gap_mean = np.full(n, np.nan)
     gap_std = np.full(n, np.nan)
     gap_max = np.full(n, np.nan)
-    if purchase.any():
-        p_pos, p_age = pos[purchase], age[purchase]
-        span = int(p_age.max()) + 1
-        key = sorted_unique(p_pos.astype(np.int64) * span + p_age)  # sorted, distinct (customer, day)
-        k_pos, k_age = key // span, key % span
-        # sorted by (pos, age ascending): first row of a customer = most recent day
-        first_row = np.ones(len(key), dtype=bool)
-        first_row[1:] = k_pos[1:] != k_pos[:-1]
+    if rows.purchase.any():
+        k_pos, k_age, first_row = _distinct_purchase_days(rows.pos[rows.purchase], rows.age[rows.purchase])
         starts = np.flatnonzero(first_row)
-        ends = np.append(starts[1:], len(key)) - 1
+        ends = np.append(starts[1:], len(k_pos)) - 1
         cust = k_pos[starts]
         recency[cust] = k_age[starts]
         since_first[cust] = k_age[ends]
@@ -200,26 +314,65 @@ def transaction_features(
         mx = np.zeros(n)
         np.maximum.at(mx, g_pos, gaps)
         gap_max[has] = mx[has]
-    out["recency_days"] = recency
-    out["days_since_first_purchase"] = since_first
-    out["gap_mean_days"] = gap_mean
-    out["gap_std_days"] = gap_std
-    out["gap_max_days"] = gap_max
+    out = {
+        "recency_days": recency,
+        "days_since_first_purchase": since_first,
+        "gap_mean_days": gap_mean,
+        "gap_std_days": gap_std,
+        "gap_max_days": gap_max,
+    }
     with np.errstate(invalid="ignore", divide="ignore"):
         out["overdue_ratio"] = np.where(gap_mean > 0, recency / gap_mean, np.nan)
+    return out
 
-    out["n_refunds"] = count(refund)
-    out["refund_amount"] = -total(refund)
-    if "product" in transactions:
-        prod = transactions["product"][ok]
-        sel = purchase & prod.notna().to_numpy(dtype=bool, copy=True)
-        codes, _ = pd.factorize(prod[sel])
-        width = int(codes.max(initial=0)) + 1
-        pairs = sorted_unique(pos[sel].astype(np.int64) * width + codes)
-        out["n_products"] = np.bincount(pairs // width, minlength=n).astype(np.float64)
-    else:
-        logger.info("transactions have no 'product' column: product breadth feature absent")
-    return pd.DataFrame(out, index=ids)
+
+def _distinct_purchase_days(
+    p_pos: np.ndarray, p_age: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct ``(customer, day)`` pairs of the purchases, sorted by customer then age (one sort).
+
+    Parameters
+    ----------
+    p_pos, p_age : ndarray of int
+        Customer position and age in days of each purchase (at least one).
+
+    Returns
+    -------
+    k_pos, k_age : ndarray of int
+        Customer and age of each distinct pair, by customer and then ascending age (so the
+        first row of a customer is their most recent purchase day).
+    first_row : ndarray of bool
+        Whether the pair is the first of its customer.
+    """
+    span = int(p_age.max()) + 1
+    key = sorted_unique(p_pos.astype(np.int64) * span + p_age)  # sorted, distinct (customer, day)
+    k_pos, k_age = key // span, key % span
+    first_row = np.ones(len(key), dtype=bool)
+    first_row[1:] = k_pos[1:] != k_pos[:-1]
+    return k_pos, k_age, first_row
+
+
+def _product_counts(product: pd.Series, rows: _TransactionRows) -> np.ndarray:
+    """Number of distinct products bought per customer (missing products not counted).
+
+    Parameters
+    ----------
+    product : Series
+        The ``product`` column of the whole transactions table.
+    rows : _TransactionRows
+        Known transactions.
+
+    Returns
+    -------
+    ndarray of float64
+        Distinct purchased products per customer.
+    """
+    prod = product[rows.ok]
+    sel = rows.purchase & prod.notna().to_numpy(dtype=bool, copy=True)
+    codes, _ = pd.factorize(prod[sel])
+    width = int(codes.max(initial=0)) + 1
+    pairs = sorted_unique(rows.pos[sel].astype(np.int64) * width + codes)
+    return np.bincount(pairs // width, minlength=rows.n).astype(np.float64)
 
 
 def ticket_features(

@@ -372,7 +372,7 @@ def _write_files(
             run.notes,
             "no value at risk (no CLV model, no transactions): the worklist ranks by churn probability",
         )
-    elif "clv" not in run.model_versions:
+    elif scores["predicted_clv"].isna().all():
         _note(run.notes, "no CLV model: value at risk = churn probability x revenue of the last 365 days")
     folder = worklist_dir or Path("reports")
     worklist = build_worklist(scores, data.customers, cfg.scoring)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from crmscore.config import Config
 from crmscore.core.serial import jsonable
+from crmscore.estimators.specs import SPECS
 from crmscore.reporting.content import (
     QUICK_CHURN,
     QUICK_CLV_HOLDOUT,
@@ -103,11 +104,6 @@ def _clv_quality(metrics: pd.DataFrame) -> TableBlock:
 
 
 _BASELINE_NAMES: dict[str, str] = {"zero": "'Nobody buys again'", "historical_rate": "'Past rate continues'"}
-_MODEL_TITLES: dict[str, str] = {
-    "churn": "Churn model",
-    "leads": "Lead scoring model",
-    "clv": "Lifetime-value model",
-}
 _CLV_METRICS: dict[str, str] = {
     "mae": "Average error per customer (purchases)",
     "rmse": "Root mean squared error",
@@ -115,10 +111,25 @@ _CLV_METRICS: dict[str, str] = {
 }
 
 
+def _title(kind: str) -> str:
+    """The model kind in words (its spec's title; the kind itself when unknown)."""
+    return SPECS[kind].title if kind in SPECS else str(kind)
+
+
+def _metric_names(kind: str) -> dict[str, str]:
+    """Readable names of the metrics worth showing for ``kind``: counts (CLV) or classifier metrics."""
+    if kind not in SPECS:
+        return _METRIC_NAMES
+    spec = SPECS[kind]
+    if not spec.higher_is_better:  # a forecast error (CLV holdout)
+        return _CLV_METRICS
+    return _LEAD_METRIC_NAMES if spec.target == "lead" else _METRIC_NAMES
+
+
 def _trained_model_blocks(key: str, m: Mapping[str, Any]) -> list[TableBlock | str]:
     """Metrics beside baselines and the fitted parameters of one trained model of the summary."""
-    title = _MODEL_TITLES.get(key, str(key))
-    names = _CLV_METRICS if key == "clv" else _LEAD_METRIC_NAMES if key == "leads" else _METRIC_NAMES
+    title = _title(key)
+    names = _metric_names(key)
     scored = {
         str(m.get("registered_name") or title): m.get("metrics", {}),
         **{_BASELINE_NAMES.get(k, k): v for k, v in m.get("baselines", {}).items()},
@@ -189,7 +200,7 @@ def _train_summary_blocks(summary: Mapping[str, Any]) -> list[TableBlock | str]:
     blocks: list[TableBlock | str] = []
     for key, m in summary.get("models", {}).items():
         if m.get("status") != "trained":
-            title = _MODEL_TITLES.get(key, str(key))
+            title = _title(key)
             blocks.append(f"{title}: {m.get('status', 'unknown')}. {m.get('reason', '')}".strip())
             continue
         blocks += _trained_model_blocks(key, m)

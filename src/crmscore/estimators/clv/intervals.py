@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from crmscore.estimators.clv.bgnbd import BGNBD_PARAMS, _discounted_sums, _p_alive
-from crmscore.estimators.clv.optimize import _group_rows
+from crmscore.estimators.clv.likelihood import _group_rows
 
 __all__ = ["bootstrap_intervals", "draw_log_normal"]
 

@@ -55,7 +55,8 @@ from crmscore.estimators.clv.bgnbd import (
 )
 from crmscore.estimators.clv.gamma_gamma import GG_PARAMS, gg_conditional_expected_average_profit
 from crmscore.estimators.clv.intervals import bootstrap_intervals, draw_log_normal
-from crmscore.estimators.clv.optimize import _group_rows, fit_bgnbd, fit_gamma_gamma
+from crmscore.estimators.clv.likelihood import _group_rows
+from crmscore.estimators.clv.optimize import fit_bgnbd, fit_gamma_gamma
 from crmscore.estimators.gates import NotFittedModelError
 
 __all__ = ["DAYS_PER_MONTH", "LIFETIMES_MONTH_FACTOR", "ClvModel", "monthly_discount_rate"]

@@ -1,8 +1,7 @@
-"""Maximum-likelihood fits of BG/NBD and Gamma-Gamma: objectives, BFGS and Newton, covariances.
+"""Maximum-likelihood fits of BG/NBD and Gamma-Gamma: BFGS and Newton, starts, covariances.
 
-The objectives are lifetimes': the weighted *mean* negative log-likelihood (FHL 2005a eq. 6;
-note 025 eq. 1a) plus an L2 penalty, in log-parameters, with analytic gradients (and, for
-BG/NBD, the analytic Hessian). The closed forms themselves are in :mod:`.bgnbd` and
+The objectives (lifetimes' weighted mean negative log-likelihood plus an L2 penalty, with
+analytic derivatives) are in :mod:`.likelihood`; the closed forms in :mod:`.bgnbd` and
 :mod:`.gamma_gamma`.
 
 Speed
@@ -23,12 +22,18 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import minimize
-from scipy.special import digamma, gammaln, polygamma
 
 from crmscore.estimators.clv.bgnbd import BGNBD_PARAMS, _as_float
 from crmscore.estimators.clv.gamma_gamma import GG_PARAMS, gg_log_likelihood
+from crmscore.estimators.clv.likelihood import (
+    _bgnbd_objective,
+    _BgnbdData,
+    _gg_objective,
+    _group_rows,
+    _numerical_hessian,
+    _wsum,
+)
 
 __all__ = ["ClvFitError", "fit_bgnbd", "fit_gamma_gamma"]
 
@@ -41,204 +46,6 @@ _BGNBD_START_TUPLES = 50_000
 
 class ClvFitError(RuntimeError):
     """The BG/NBD or Gamma-Gamma optimiser failed from every starting point."""
-
-
-def _group_rows(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Unique rows of aligned 1-D arrays: ``(unique columns, inverse, counts)``.
-
-    Hash-based (``pandas.factorize`` per column, codes combined pairwise), O(n).
-    """
-    codes, _ = pd.factorize(cols[0])
-    codes = codes.astype(np.int64)
-    for c in cols[1:]:
-        c_codes, c_uni = pd.factorize(c)
-        key = codes * np.int64(len(c_uni)) + c_codes
-        codes, _ = pd.factorize(key)
-        codes = codes.astype(np.int64)
-    n_unique = int(codes.max()) + 1 if len(codes) else 0
-    first = np.full(n_unique, -1, dtype=np.int64)
-    # first occurrence of each code (reverse assignment keeps the smallest index)
-    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    counts = np.bincount(codes, minlength=n_unique)
-    return [np.asarray(c)[first] for c in cols], codes, counts
-
-
-def _wsum(w: np.ndarray, v: np.ndarray) -> float:
-    """Weighted sum without BLAS (``w @ v`` goes through threaded BLAS, erratic on busy hosts)."""
-    return float(np.einsum("i,i->", w, v))
-
-
-class _BgnbdData:
-    """Sufficient statistics of the BG/NBD likelihood, pre-aggregated for fast evaluation.
-
-    The log-likelihood (FHL 2005a eq. 6, lifetimes' A1..A4) is split into
-    ``A1 + A2`` (depends on x only: summed over unique x with weights),
-    ``-(r + x) log(alpha + T)`` (summed over unique T with weights ``W_T`` and ``sum w x``) and,
-    for repeat buyers only, ``softplus(A4 - A3)`` over the unique (x, t_x, T) tuples, where
-    ``A4 - A3 = log a - log(b + x - 1) + (r + x) (log(alpha + T) - log(alpha + t_x))``.
-    """
-
-    def __init__(self, x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray) -> None:
-        self.W = float(w.sum())
-        self.ux, xinv = np.unique(x, return_inverse=True)
-        self.wx = np.bincount(xinv, weights=w, minlength=len(self.ux))
-        self.uT, Tinv = np.unique(T, return_inverse=True)
-        self.WT = np.bincount(Tinv, weights=w, minlength=len(self.uT))
-        self.XT = np.bincount(Tinv, weights=w * x, minlength=len(self.uT))
-        pos = x > 0
-        self.utx, self.txinv = np.unique(tx[pos], return_inverse=True)
-        self.Tinv = Tinv[pos]
-        self.xinv = xinv[pos]
-        self.x = x[pos]
-        self.w = w[pos]
-
-
-def _bgnbd_objective(
-    log_params: np.ndarray, d: _BgnbdData, penalizer: float, hessian: bool = False
-) -> tuple[Any, ...]:
-    """Mean weighted negative log-likelihood (+ L2 penalty) and its gradient in log-parameters.
-
-    With ``hessian=True`` also returns the analytic Hessian in log-parameters (third element).
-    Derivatives in natural parameters ``(r, alpha, a, b)`` of each block (``psi``/``psi_1``
-    the digamma/trigamma functions, ``s = sigmoid(z)`` for the softplus block, ``z`` as in
-    :class:`_BgnbdData`) are chained to log-parameters:
-    ``H_log = diag(p) H diag(p) + diag(p * grad)``.
-    """
-    params = np.exp(log_params)
-    r, al, a, b = params
-    ux, wx = d.ux, d.wx
-    # A1 + A2 on unique x
-    A12 = (
-        gammaln(r + ux)
-        - gammaln(r)
-        + r * np.log(al)
-        + gammaln(a + b)
-        + gammaln(b + ux)
-        - gammaln(b)
-        - gammaln(a + b + ux)
-    )
-    g = np.empty(4)
-    ll = _wsum(wx, A12)
-    g[0] = _wsum(wx, digamma(r + ux) - digamma(r)) + d.W * np.log(al)
-    g[1] = d.W * r / al
-    g[2] = _wsum(wx, digamma(a + b) - digamma(a + b + ux))
-    g[3] = _wsum(wx, digamma(a + b) + digamma(b + ux) - digamma(b) - digamma(a + b + ux))
-    # A3 on unique T
-    lT = np.log(al + d.uT)
-    iT = 1.0 / (al + d.uT)
-    sWT_iT = _wsum(d.WT, iT)
-    ll -= r * _wsum(d.WT, lT) + _wsum(d.XT, lT)
-    g[0] -= _wsum(d.WT, lT)
-    g[1] -= r * sWT_iT + _wsum(d.XT, iT)
-    if hessian:
-        H = np.zeros((4, 4))
-        H[0, 0] = _wsum(wx, polygamma(1, r + ux) - polygamma(1, r))
-        H[0, 1] = d.W / al - sWT_iT
-        H[1, 1] = -d.W * r / al**2 + _wsum(r * d.WT + d.XT, iT * iT)
-        t_ab = _wsum(wx, polygamma(1, a + b) - polygamma(1, a + b + ux))
-        H[2, 2] = t_ab
-        H[2, 3] = t_ab
-        H[3, 3] = _wsum(
-            wx, polygamma(1, a + b) + polygamma(1, b + ux) - polygamma(1, b) - polygamma(1, a + b + ux)
-        )
-    # softplus(A4 - A3) on repeat-buyer tuples
-    if len(d.x):
-        ltx = np.log(al + d.utx)
-        itx = 1.0 / (al + d.utx)
-        bx1 = b + np.maximum(ux, 1) - 1  # x = 0 rows are not in this block
-        inv_bx1 = (1.0 / bx1)[d.xinv]
-        rx = r + d.x
-        dl = lT[d.Tinv] - ltx[d.txinv]
-        z = (np.log(a) - np.log(bx1))[d.xinv] + rx * dl
-        # softplus(z) and sigmoid(z) from one exp: e = exp(-|z|)
-        e = np.exp(-np.abs(z))
-        ll += _wsum(d.w, np.maximum(z, 0.0) + np.log1p(e))
-        s4 = np.where(z >= 0, 1.0, e) / (1.0 + e) * d.w
-        di = iT[d.Tinv] - itx[d.txinv]
-        z_al = rx * di
-        g[0] += _wsum(s4, dl)
-        g[1] += _wsum(s4, z_al)
-        sw4 = float(s4.sum())
-        g[2] += sw4 / a
-        g[3] -= _wsum(s4, inv_bx1)
-        if hessian:
-            # second derivatives of softplus(z): s (1 - s) z_i z_j + s z_ij, s (1 - s) = e / (1 + e)^2
-            q = e / (1.0 + e) ** 2 * d.w
-            za = 1.0 / a
-            zs = (dl, z_al, None, -inv_bx1)
-            qz = [None if v is None else q * v for v in zs]
-            sq = float(q.sum())
-            for i in (0, 1, 3):
-                for j in (0, 1, 3):
-                    if j >= i:
-                        H[i, j] += _wsum(qz[i], zs[j])
-                H[i, 2] += za * float(qz[i].sum()) if i < 2 else 0.0
-            H[2, 2] += za * za * sq - sw4 / a**2
-            H[2, 3] += za * float(qz[3].sum())
-            H[0, 1] += _wsum(s4, di)
-            H[1, 1] -= _wsum(s4, rx * (iT * iT)[d.Tinv] - rx * (itx * itx)[d.txinv])
-            H[3, 3] += _wsum(s4, inv_bx1 * inv_bx1)
-    pen = penalizer * np.sum(params**2)
-    f = -ll / d.W + pen
-    gnat = -g / d.W + 2 * penalizer * params
-    grad = gnat * params
-    if not hessian:
-        return float(f), grad
-    H = np.triu(H) + np.triu(H, 1).T
-    Hnat = -H / d.W + 2 * penalizer * np.eye(4)
-    return float(f), grad, Hnat * np.outer(params, params) + np.diag(grad)
-
-
-def _gg_objective(
-    log_params: np.ndarray,
-    ux: np.ndarray,
-    wx: np.ndarray,
-    x: np.ndarray,
-    m: np.ndarray,
-    w: np.ndarray,
-    consts: tuple[float, float],
-    penalizer: float,
-    v_scale: float,
-) -> tuple[float, np.ndarray]:
-    """Mean weighted Gamma-Gamma negative log-likelihood (+ L2 penalty) and gradient.
-
-    ``m`` is the spend divided by ``v_scale`` (so ``v`` here is ``v / v_scale``); the likelihood
-    of the unscaled data differs by a constant and the penalty is put on the unscaled ``v`` so
-    the optimum equals lifetimes' penalised one. The gamma functions depend on x only and run
-    on unique x (weights ``wx``); ``consts`` are ``sum w x log m`` and ``sum w log m``; only
-    ``log(x m + v)`` runs over the (x, m) tuples.
-    """
-    params = np.exp(log_params)
-    p, q, v = params
-    W = w.sum()
-    sxlm, slm = consts
-    pux = p * ux
-    gx = gammaln(pux + q) - gammaln(pux) - gammaln(q) + q * np.log(v) + pux * np.log(ux)
-    xmv = x * m + v
-    log_xmv = np.log(xmv)
-    ll = _wsum(wx, gx) + p * sxlm - slm - _wsum(w, (p * x + q) * log_xmv)
-    dig = digamma(pux + q)
-    dp = _wsum(wx, ux * (dig - digamma(pux) + np.log(ux))) + sxlm - _wsum(w * x, log_xmv)
-    dq = _wsum(wx, dig - digamma(q) + np.log(v)) - _wsum(w, log_xmv)
-    dv = W * q / v - _wsum(w, (p * x + q) / xmv)
-    g = np.array([dp, dq, dv])
-    nat = params * np.array([1.0, 1.0, v_scale])
-    f = -ll / W + penalizer * np.sum(nat**2)
-    grad = (-g / W) * params + 2 * penalizer * nat**2
-    return float(f), grad
-
-
-def _numerical_hessian(
-    grad: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, h: float = 1e-4
-) -> np.ndarray:
-    """Central differences of an analytic gradient; symmetrised."""
-    k = len(x0)
-    H = np.empty((k, k))
-    for j in range(k):
-        e = np.zeros(k)
-        e[j] = h
-        H[:, j] = (grad(x0 + e) - grad(x0 - e)) / (2 * h)
-    return (H + H.T) / 2
 
 
 def _minimise(
@@ -277,6 +84,68 @@ def _minimise(
     raise ClvFitError(
         f"{model} fit did not converge from {len(starts)} starting points. {advice}\n" + "\n".join(messages)
     )
+
+
+def _collapse_tuples(cols: tuple[np.ndarray, ...], weights: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """Unique rows of aligned columns with their summed weights.
+
+    Parameters
+    ----------
+    cols : tuple of ndarray
+        Aligned float columns.
+    weights : array_like or None
+        Weight per row (``None``: ones).
+
+    Returns
+    -------
+    unique : list of ndarray
+        The columns on the unique rows (first-occurrence order, as :func:`_group_rows`).
+    w : ndarray
+        Summed weight per unique row.
+    """
+    w = np.ones_like(cols[0]) if weights is None else _as_float(weights)
+    uniq, inv, _ = _group_rows(*cols)
+    return uniq, np.bincount(inv, weights=w, minlength=len(uniq[0]))
+
+
+def _fit_summary(names: tuple[str, ...], params: np.ndarray, H: np.ndarray, n: float, model: str) -> dict:
+    """Parameters, log-parameters and their covariances from the Hessian at the optimum.
+
+    Parameters
+    ----------
+    names : tuple of str
+        Parameter names, in the order of ``params``.
+    params : ndarray
+        Fitted parameters in natural units.
+    H : ndarray
+        Hessian of the mean objective in log-parameters.
+    n : float
+        Number of customers (total weight).
+    model : str
+        Model name for the warnings of :func:`_inverse_cov`.
+
+    Returns
+    -------
+    dict
+        ``params``, ``log_params``, ``log_cov``, ``cov`` (delta method) and ``se``.
+    """
+    log_params = np.log(params)
+    log_cov = _inverse_cov(H, n, model)
+    cov = log_cov * np.outer(params, params)
+    return {
+        "params": dict(zip(names, params.tolist(), strict=True)),
+        "log_params": log_params.tolist(),
+        "log_cov": log_cov.tolist(),
+        "cov": cov.tolist(),
+        "se": dict(zip(names, np.sqrt(np.diag(cov)).tolist(), strict=True)),
+    }
+
+
+_BGNBD_ADVICE = (
+    "Try: a larger penalizer (e.g. 0.001-0.1); checking the time unit of recency and T "
+    "(weeks = days / 7; fit on daily periods, not weekly buckets); checking that there are "
+    "repeat buyers and that recency <= T."
+)
 
 
 def fit_bgnbd(
@@ -337,24 +206,52 @@ def fit_bgnbd(
     ClvFitError
         No start converged; the message says what to change.
     """
-    x = _as_float(frequency)
-    tx = _as_float(recency)
-    T = _as_float(T)
-    w = np.ones_like(x) if weights is None else _as_float(weights)
-    (x, tx, T), inv, _ = _group_rows(x, tx, T)
-    w = np.bincount(inv, weights=w, minlength=len(x))
+    (x, tx, T), w = _collapse_tuples((_as_float(frequency), _as_float(recency), _as_float(T)), weights)
     scale = 1.0 / T.max()
     Ts = T * scale
     txs = tx * scale
     data = _BgnbdData(x, txs, Ts, w)
-    W = data.W
+    starts = _bgnbd_starts(x, Ts, w, n_starts, random_state)
+    lp0, diag, frac = _bgnbd_start(data, (x, txs, Ts, w), starts, penalizer, tol, max_iter, random_state)
+    lp, f, H, diag = _bgnbd_polish(data, lp0, diag, frac, starts, penalizer, tol, max_iter)
+    params_scaled = np.exp(lp)
+    params = params_scaled.copy()
+    params[1] /= scale
+    summary = _fit_summary(BGNBD_PARAMS, params, H, data.W, "BG/NBD")
+    # total log-likelihood in the original time unit: rescaling time by s adds -sum(w x) log s
+    ll_scaled = -(f - penalizer * float(np.sum(params_scaled**2))) * data.W
+    ll = ll_scaled + math.log(scale) * _wsum(w, x)
+    return {
+        **summary,
+        "log_likelihood": float(ll),
+        "objective": float(f),
+        "n": data.W,
+        "n_unique": len(x),
+        "time_scale": scale,
+        **diag,
+    }
 
-    def obj(lp: np.ndarray) -> tuple[float, np.ndarray]:
-        return _bgnbd_objective(lp, data, penalizer)
 
-    def obj_hess(lp: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        return _bgnbd_objective(lp, data, penalizer, hessian=True)
+def _bgnbd_starts(
+    x: np.ndarray, Ts: np.ndarray, w: np.ndarray, n_starts: int, random_state: int | None
+) -> list[np.ndarray]:
+    """Starting log-parameters of the BG/NBD fit: three fixed ones, then random perturbations.
 
+    Parameters
+    ----------
+    x, Ts, w : ndarray
+        Unique frequencies, rescaled ages and their weights.
+    n_starts : int
+        Number of starts returned.
+    random_state : int, optional
+        Seed of the perturbations of the data-driven start.
+
+    Returns
+    -------
+    list of ndarray
+        Log-parameters ``(r, alpha, a, b)``: lifetimes' default, a data-driven start, zeros,
+        then the data-driven start plus standard normal noise.
+    """
     # data-driven start: alpha from the mean purchase rate of repeat buyers
     rate = _wsum(w, x) / max(_wsum(w, Ts), 1e-12)
     starts = [
@@ -365,16 +262,49 @@ def fit_bgnbd(
     rng = np.random.default_rng(random_state)
     while len(starts) < n_starts:
         starts.append(starts[1] + rng.normal(0.0, 1.0, 4))
-    starts = starts[:n_starts]
-    advice = (
-        "Try: a larger penalizer (e.g. 0.001-0.1); checking the time unit of recency and T "
-        "(weeks = days / 7; fit on daily periods, not weekly buckets); checking that there are "
-        "repeat buyers and that recency <= T."
-    )
-    # Large data: BFGS on a Poisson-thinned subsample gives a start close to the optimum, then
-    # a few Newton steps with the analytic Hessian on the full data (quadratic convergence).
-    frac = 1.0
-    lp0 = None
+    return starts[:n_starts]
+
+
+def _bgnbd_start(
+    data: _BgnbdData,
+    tuples: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    starts: list[np.ndarray],
+    penalizer: float,
+    tol: float,
+    max_iter: int,
+    random_state: int | None,
+) -> tuple[np.ndarray, dict[str, Any], float]:
+    """BFGS fit that starts the Newton polish: on a subsample for large data, else on all data.
+
+    Large data (over ``2 * _BGNBD_START_TUPLES`` tuples): BFGS on a Poisson-thinned subsample
+    gives a start close to the optimum; if that fails, BFGS on all tuples.
+
+    Parameters
+    ----------
+    data : _BgnbdData
+        All tuples, pre-aggregated.
+    tuples : tuple of ndarray
+        The unique ``(x, t_x, T)`` (time rescaled) and weights behind ``data``.
+    starts : list of ndarray
+        Starting log-parameters.
+    penalizer, tol, max_iter, random_state
+        As in :func:`fit_bgnbd` (the subsample fit uses ``tol = 1e-7``).
+
+    Returns
+    -------
+    log_params : ndarray
+        The BFGS solution.
+    diag : dict
+        Diagnostics of :func:`_minimise`.
+    fraction : float
+        Subsampling fraction of the fit (1.0 on all data).
+
+    Raises
+    ------
+    ClvFitError
+        BFGS on all tuples failed from every start.
+    """
+    x, txs, Ts, w = tuples
     if len(x) > 2 * _BGNBD_START_TUPLES:
         frac = _BGNBD_START_TUPLES / len(x)
         w_sub = np.random.default_rng(random_state).poisson(w * frac).astype(np.float64)
@@ -382,18 +312,77 @@ def fit_bgnbd(
         sub = _BgnbdData(x[keep], txs[keep], Ts[keep], w_sub[keep])
         try:
             lp0, diag = _minimise(
-                lambda lp: _bgnbd_objective(lp, sub, penalizer), starts, 1e-7, max_iter, "BG/NBD", advice
+                lambda lp: _bgnbd_objective(lp, sub, penalizer),
+                starts,
+                1e-7,
+                max_iter,
+                "BG/NBD",
+                _BGNBD_ADVICE,
             )
+            return lp0, diag, frac
         except ClvFitError:
             logger.info("BG/NBD: subsample start failed; fitting the full data")
-    if lp0 is None:
-        frac = 1.0
-        lp0, diag = _minimise(obj, starts, tol, max_iter, "BG/NBD", advice)
+    lp0, diag = _minimise(
+        lambda lp: _bgnbd_objective(lp, data, penalizer), starts, tol, max_iter, "BG/NBD", _BGNBD_ADVICE
+    )
+    return lp0, diag, 1.0
+
+
+def _bgnbd_polish(
+    data: _BgnbdData,
+    lp0: np.ndarray,
+    diag: dict[str, Any],
+    frac: float,
+    starts: list[np.ndarray],
+    penalizer: float,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, float, np.ndarray, dict[str, Any]]:
+    """Newton steps on all tuples from the BFGS start; BFGS on all tuples if Newton fails.
+
+    Parameters
+    ----------
+    data : _BgnbdData
+        All tuples, pre-aggregated.
+    lp0 : ndarray
+        Start (from :func:`_bgnbd_start`).
+    diag : dict
+        Diagnostics of the start fit.
+    frac : float
+        Subsampling fraction of the start fit.
+    starts : list of ndarray
+        Further starts for the BFGS fallback (after ``lp0``).
+    penalizer, tol, max_iter
+        As in :func:`fit_bgnbd`.
+
+    Returns
+    -------
+    log_params : ndarray
+        The optimum.
+    f : float
+        Objective at the optimum.
+    hessian : ndarray
+        Analytic Hessian in log-parameters at the optimum.
+    diag : dict
+        Combined diagnostics (BFGS plus Newton iterations and evaluations,
+        ``newton_iterations``, ``start_sample_fraction``, ``max_abs_gradient``).
+    """
+
+    def obj_hess(lp: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        return _bgnbd_objective(lp, data, penalizer, hessian=True)
+
     lp, f, g, H, newton = _newton(obj_hess, lp0, tol)
     if not newton["converged"]:
         logger.info("BG/NBD: Newton polish failed (%s); BFGS on the full data", newton["message"])
         frac = 1.0
-        lp, diag = _minimise(obj, [lp0, *starts], tol, max_iter, "BG/NBD", advice)
+        lp, diag = _minimise(
+            lambda z: _bgnbd_objective(z, data, penalizer),
+            [lp0, *starts],
+            tol,
+            max_iter,
+            "BG/NBD",
+            _BGNBD_ADVICE,
+        )
         f, g, H = obj_hess(lp)
         newton = {"iterations": 0, "function_evaluations": 1}
     diag = {
@@ -404,28 +393,7 @@ def fit_bgnbd(
         "start_sample_fraction": frac,
         "max_abs_gradient": float(np.max(np.abs(g))),
     }
-    params_scaled = np.exp(lp)
-    params = params_scaled.copy()
-    params[1] /= scale
-    log_params = np.log(params)
-    log_cov = _inverse_cov(H, W, "BG/NBD")
-    cov = log_cov * np.outer(params, params)
-    # total log-likelihood in the original time unit: rescaling time by s adds -sum(w x) log s
-    ll_scaled = -(f - penalizer * float(np.sum(params_scaled**2))) * W
-    ll = ll_scaled + math.log(scale) * _wsum(w, x)
-    return {
-        "params": dict(zip(BGNBD_PARAMS, params.tolist(), strict=True)),
-        "log_params": log_params.tolist(),
-        "log_cov": log_cov.tolist(),
-        "cov": cov.tolist(),
-        "se": dict(zip(BGNBD_PARAMS, np.sqrt(np.diag(cov)).tolist(), strict=True)),
-        "log_likelihood": float(ll),
-        "objective": float(f),
-        "n": W,
-        "n_unique": len(x),
-        "time_scale": scale,
-        **diag,
-    }
+    return lp, f, H, diag
 
 
 def _newton(
@@ -508,6 +476,12 @@ def _inverse_cov(H: np.ndarray, n: float, model: str) -> np.ndarray:
         return np.full_like(H, np.nan)
 
 
+_GG_ADVICE = (
+    "Try: a larger penalizer (e.g. 0.001-0.1); checking that monetary_value is the mean of "
+    "the repeat purchases (first purchase excluded) in currency units; removing extreme spend."
+)
+
+
 def fit_gamma_gamma(
     frequency: Any,
     monetary_value: Any,
@@ -538,38 +512,16 @@ def fit_gamma_gamma(
         raise ClvFitError("Gamma-Gamma: no repeat buyer with positive spend to fit on")
     if np.any(x <= 0) or np.any(m <= 0) or not np.all(np.isfinite(m)):
         raise ValueError("Gamma-Gamma needs frequency > 0 and finite monetary_value > 0 on every row")
-    w = np.ones_like(x) if weights is None else _as_float(weights)
-    (x, m), inv, _ = _group_rows(x, m)
-    w = np.bincount(inv, weights=w, minlength=len(x))
+    (x, m), w = _collapse_tuples((x, m), weights)
     W = float(w.sum())
     c = _wsum(w, m) / W
-    ms = m / c
-    ux, xinv = np.unique(x, return_inverse=True)
-    wx = np.bincount(xinv, weights=w, minlength=len(ux))
-    log_ms = np.log(ms)
-    consts = (_wsum(w * x, log_ms), _wsum(w, log_ms))
-
-    def obj(lp: np.ndarray) -> tuple[float, np.ndarray]:
-        return _gg_objective(lp, ux, wx, x, ms, w, consts, penalizer, c)
-
-    starts = [np.log([2.0, 3.0, 1.0]), np.full(3, 0.1) - np.array([0, 0, np.log(c)]), np.zeros(3)]
-    rng = np.random.default_rng(random_state)
-    while len(starts) < n_starts:
-        starts.append(starts[0] + rng.normal(0.0, 1.0, 3))
-    lp, diag = _minimise(
-        obj,
-        starts[:n_starts],
-        tol,
-        max_iter,
-        "Gamma-Gamma",
-        "Try: a larger penalizer (e.g. 0.001-0.1); checking that monetary_value is the mean of "
-        "the repeat purchases (first purchase excluded) in currency units; removing extreme spend.",
-    )
+    obj = _gg_scaled_objective(x, m / c, w, penalizer, c)
+    starts = _gg_starts(c, n_starts, random_state)
+    lp, diag = _minimise(obj, starts, tol, max_iter, "Gamma-Gamma", _GG_ADVICE)
     H = _numerical_hessian(lambda z: obj(z)[1], lp)
     params = np.exp(lp)
     params[2] *= c
-    log_cov = _inverse_cov(H, W, "Gamma-Gamma")
-    cov = log_cov * np.outer(params, params)
+    summary = _fit_summary(GG_PARAMS, params, H, W, "Gamma-Gamma")
     ll = float(np.sum(w * gg_log_likelihood(dict(zip(GG_PARAMS, params, strict=True)), x, m)))
     if params[1] <= 1:
         logger.warning(
@@ -578,11 +530,7 @@ def fit_gamma_gamma(
             params[1],
         )
     return {
-        "params": dict(zip(GG_PARAMS, params.tolist(), strict=True)),
-        "log_params": np.log(params).tolist(),
-        "log_cov": log_cov.tolist(),
-        "cov": cov.tolist(),
-        "se": dict(zip(GG_PARAMS, np.sqrt(np.diag(cov)).tolist(), strict=True)),
+        **summary,
         "log_likelihood": ll,
         "objective": float(obj(lp)[0]),
         "n": W,
@@ -590,3 +538,58 @@ def fit_gamma_gamma(
         "spend_scale": c,
         **diag,
     }
+
+
+def _gg_scaled_objective(
+    x: np.ndarray, ms: np.ndarray, w: np.ndarray, penalizer: float, scale: float
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """:func:`_gg_objective` on unique ``(x, m / scale)`` tuples, as a function of log-parameters.
+
+    Parameters
+    ----------
+    x, ms, w : ndarray
+        Unique frequencies, spends divided by ``scale``, and their weights.
+    penalizer : float
+        L2 penalty coefficient (on the unscaled parameters).
+    scale : float
+        Spend scale (the weighted mean spend).
+
+    Returns
+    -------
+    callable
+        ``log_params -> (objective, gradient)``.
+    """
+    ux, xinv = np.unique(x, return_inverse=True)
+    wx = np.bincount(xinv, weights=w, minlength=len(ux))
+    log_ms = np.log(ms)
+    consts = (_wsum(w * x, log_ms), _wsum(w, log_ms))
+
+    def obj(lp: np.ndarray) -> tuple[float, np.ndarray]:
+        return _gg_objective(lp, ux, wx, x, ms, w, consts, penalizer, scale)
+
+    return obj
+
+
+def _gg_starts(scale: float, n_starts: int, random_state: int | None) -> list[np.ndarray]:
+    """Starting log-parameters ``(p, q, v / scale)`` of the Gamma-Gamma fit.
+
+    Parameters
+    ----------
+    scale : float
+        Spend scale (the weighted mean spend).
+    n_starts : int
+        Number of starts returned.
+    random_state : int, optional
+        Seed of the perturbations of the first start.
+
+    Returns
+    -------
+    list of ndarray
+        ``(2, 3, 1)``, lifetimes' default start (in scaled units), zeros, then the first start
+        plus standard normal noise.
+    """
+    starts = [np.log([2.0, 3.0, 1.0]), np.full(3, 0.1) - np.array([0, 0, np.log(scale)]), np.zeros(3)]
+    rng = np.random.default_rng(random_state)
+    while len(starts) < n_starts:
+        starts.append(starts[0] + rng.normal(0.0, 1.0, 3))
+    return starts[:n_starts]

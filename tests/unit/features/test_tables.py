@@ -1,4 +1,5 @@
-"""Integer id codes for the feature build: same results as on the string ids."""
+"""The feature and training tables (crmscore.features.tables) and their writer: the pipeline
+table, stacked training sets, and the same results on integer id codes as on the string ids."""
 
 from __future__ import annotations
 
@@ -7,73 +8,58 @@ import pandas as pd
 import pytest
 
 from crmscore.config import Config
-from crmscore.core.ids import decode_index, encode_ids, id_index, isin, sorted_unique
+from crmscore.core.ids import encode_ids
 from crmscore.core.schema import CRMData
 from crmscore.features import tables as feature_pipeline
-from crmscore.ingest.synth import generate
+from crmscore.features.tables import (
+    build_churn_training_set,
+    build_feature_table,
+    build_lead_training_set,
+)
+from crmscore.pipelines.features import write_feature_table
+
+AS_OF = "2024-03-31"
 
 
-@pytest.fixture(scope="module")
-def crm() -> CRMData:
-    from crmscore.ingest.validation import validate_tables
-
-    raw = generate(1500, seed=7).tables
-    data, report = validate_tables(raw, Config(), as_of="2025-12-31", now="2026-01-01")
-    assert report.usable
-    return data
-
-
-def test_isin_matches_pandas() -> None:
-    values = pd.Series(["a", "b", None, "c", "b"], dtype="str")
-    test = pd.Series(["b", "x", "b", None], dtype=object)
-    got = isin(values, test)
-    assert got.tolist() == [False, True, False, False, True]
-    assert isin(pd.Index([1, 2, 3]), [3, 3, 7]).tolist() == [False, False, True]
-    assert isin(pd.Index(["a"]), []).tolist() == [False]
-    assert isin(pd.Index([], dtype="str"), ["a"]).tolist() == []
-
-
-def test_sorted_unique_matches_numpy() -> None:
-    rng = np.random.default_rng(0)
-    for x in (
-        rng.integers(0, 50, 1000),
-        rng.integers(0, 10**12, 1000),
-        np.array([], dtype=np.int64),
-        np.array([5]),
-    ):
-        np.testing.assert_array_equal(sorted_unique(x), np.unique(x))
+def test_feature_table_and_writers(data, tmp_path):
+    cfg = Config()
+    f = build_feature_table(data, AS_OF, cfg)
+    assert list(f.index) == ["a", "b", "c", "e"]
+    for col in ("frequency", "recency", "T", "monetary_value", "rfm_segment", "recency_days", "n_purchases"):
+        assert col in f.columns
+    assert "churn" not in f.columns and "churned_at" not in f.columns
+    assert f.loc["b", "T"] == pytest.approx(
+        (pd.Timestamp("2024-03-31") - pd.Timestamp("2023-07-01")).days / 7
+    )
+    csv = write_feature_table(f, tmp_path / "out" / "f.csv")
+    back = pd.read_csv(csv, index_col="customer_id")
+    assert list(back.index) == list(f.index)
+    pq = write_feature_table(f, tmp_path / "f.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(pq), f, check_index_type=False, check_dtype=False)
+    with pytest.raises(ValueError, match="extension"):
+        write_feature_table(f, tmp_path / "f.xlsx")
+    only_customers = build_feature_table(CRMData(customers=data.customers), AS_OF, cfg)
+    assert "frequency" not in only_customers.columns and len(only_customers) == 4
 
 
-def test_codes_follow_string_order_and_decode(crm: CRMData) -> None:
-    enc, codes = encode_ids(crm)
-    assert codes.customers is not None and codes.leads is not None
-    assert codes.customers.is_monotonic_increasing and codes.customers.is_unique
-    for table in ("customers", "transactions", "support_tickets"):
-        col = enc.get(table)["customer_id"]
-        assert col.dtype == np.int64
-        back = decode_index(pd.Index(col.to_numpy()), codes.customers)
-        assert back.tolist() == crm.get(table)["customer_id"].tolist()
-    for table in ("leads", "lead_activities"):
-        back = decode_index(pd.Index(enc.get(table)["lead_id"].to_numpy()), codes.leads)
-        assert back.tolist() == crm.get(table)["lead_id"].tolist()
-    # leads.customer_id is not a key of the lead features: left as it was
-    assert enc.leads["customer_id"].tolist() == crm.leads["customer_id"].tolist()
-    # the input is not modified
-    assert crm.transactions["customer_id"].dtype != np.int64
+def test_stacked_training_sets(data):
+    cfg = Config.model_validate(
+        {"churn": {"definition": "contractual", "horizon_days": 29}, "leads": {"conversion_window_days": 30}}
+    )
+    train = build_churn_training_set(data, AS_OF, cfg, n_cutoffs=2, step_days=30)
+    assert set(train["cutoff"]) == {
+        pd.Timestamp("2024-03-01", tz="UTC"),
+        pd.Timestamp("2024-03-31", tz="UTC"),
+    }
+    last = train[train["cutoff"] == pd.Timestamp("2024-03-31", tz="UTC")]
+    assert last["churn"].to_dict() == {"a": True, "b": False, "e": False}
+    assert train["churn"].dtype == np.bool_
+    leads = build_lead_training_set(data, AS_OF, cfg, n_cutoffs=2, step_days=10)
+    assert "converted" in leads.columns and "cutoff" in leads.columns
+    assert "won" in leads.columns  # an attribute here: only excluded when it is the label column
 
 
-def test_missing_ids_are_not_encoded() -> None:
-    tx = pd.DataFrame({"customer_id": pd.Series(["a", None], dtype=object), "ts": pd.NaT, "amount": 1.0})
-    data = CRMData(transactions=tx)
-    enc, codes = encode_ids(data)
-    assert codes.customers is None
-    assert enc.transactions is tx
-
-
-def test_id_index_keeps_codes_and_sorts_text() -> None:
-    assert id_index(pd.Index([3, 1, 2]), "customer_id", sort=True).tolist() == [1, 2, 3]
-    idx = id_index(pd.Index(["b", "a"], dtype=object), "lead_id", sort=True)
-    assert idx.tolist() == ["a", "b"] and idx.dtype == "str" and idx.name == "lead_id"
+# ----------------------------------------------------------- on integer id codes (fixture crm)
 
 
 @pytest.mark.parametrize("as_of", ["2024-06-30", "2025-12-31"])

@@ -2,14 +2,15 @@
 
 The report fits no model (``crmscore.reporting``); the quick models come from the pipeline
 (``crmscore.pipelines.report.report_content``). Absent tables give "no data" notes, not empty charts.
+
+That the report builder alone fits nothing, and the import hygiene of ``crmscore.reporting``:
+unit/reporting/test_build.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -20,10 +21,10 @@ from crmscore.config import ChurnConfig, Config, ReportConfig
 from crmscore.core.schema import CRMData
 from crmscore.ingest.synth import generate
 from crmscore.pipelines.report import fit_clv_at, report_content
-from crmscore.reporting.build import build_report
 from crmscore.reporting.content import SECTIONS, FigureBlock, TableBlock
 from crmscore.reporting.html import write_report
 from crmscore.reporting.kpis import compute_kpis
+from helpers import small_report_cfg as _small_cfg
 
 AS_OF = "2025-12-31"
 
@@ -296,10 +297,6 @@ def _section(content, key: str):
     return next(s for s in content.sections if s.key == key)
 
 
-def _small_cfg(**report) -> Config:
-    return Config(report=ReportConfig(n_periods=4, top_n=10, **report))
-
-
 @pytest.fixture(scope="module")
 def small() -> CRMData:
     return CRMData(**generate(300, seed=5).tables)
@@ -360,27 +357,3 @@ def test_customers_only_with_a_churn_label(small, tmp_path, definition):
     assert numbers["kpis"]["2025-12"]["revenue"] is None
     assert numbers["segments"] == {} and "at_risk" not in numbers
     assert numbers["model_quality"] == {"source": "standalone quick models"}
-
-
-def test_build_report_fits_nothing(small):
-    """Without quick-model results the report says so instead of fitting models itself."""
-    data = CRMData(customers=small.customers, transactions=small.transactions)
-    content = build_report(data, AS_OF, _small_cfg())
-    notes = [b for s in content.sections for b in s.blocks if isinstance(b, str)]
-    assert "no data: no churn model check was given to this report." in notes
-    assert "no data: no lifetime-value holdout check was given to this report." in notes
-    assert any("predicted lifetime value not shown" in n for n in notes)
-    assert any(n.startswith("no data: no scores and no churn model") for n in notes)
-    assert content.numbers["kpis"]["2025-12"]["predicted_ltv"] is None
-
-
-def test_reporting_imports_point_down():
-    """crmscore.reporting imports no pipeline, I/O or tracking module."""
-    code = (
-        "import sys\n"
-        "import crmscore.reporting.build, crmscore.reporting.html\n"
-        "bad = sorted(m for m in sys.modules if m.startswith(('crmscore.pipelines', 'crmscore.io', "
-        "'crmscore.tracking')))\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)

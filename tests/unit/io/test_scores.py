@@ -343,7 +343,7 @@ _KILL_SCRIPT = textwrap.dedent(
     import crmscore.io.scores as scores_io
     from crmscore.config import ScoringConfig
     from crmscore.io.crm import create_engine
-    from test_scores_io import make_customer_scores, make_lead_scores
+    from test_scores import make_customer_scores, make_lead_scores
 
     url = os.environ["CRMSCORE_TEST_WRITER_URL"]  # not on the command line: it may hold a password
     schema, ready = (sys.argv[1] or None), Path(sys.argv[2])

@@ -1,4 +1,4 @@
-"""Behaviour, lead and RFM features on small hand-checked frames."""
+"""Behaviour features (crmscore.features.behaviour) on small hand-checked frames."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ import pandas as pd
 import pytest
 
 from crmscore.features.behaviour import behaviour_features, known_customer_ids
-from crmscore.features.leads import lead_features
-from crmscore.features.rfm import RFM_SEGMENTS, rfm_scores
+from helpers import ts
 
 AS_OF = "2024-03-31"
-
-
-def ts(*values: str) -> pd.Series:
-    return pd.Series(pd.to_datetime(list(values), utc=True, format="ISO8601"))
 
 
 @pytest.fixture
@@ -123,52 +118,3 @@ def test_missing_tables_mean_absent_features(customers, caplog):
     # c is created after the cutoff; d has no created_at and, with no transactions table at
     # all (a snapshot export), is part of the customer base as listed
     assert list(f.index) == ["a", "b", "d"]
-
-
-def test_lead_features():
-    leads = pd.DataFrame(
-        {
-            "lead_id": pd.array(["l1", "l2", "l3", "l4"], dtype="str"),
-            "created_at": ts("2024-03-01", "2024-03-10", "2024-03-15", "2024-04-05"),
-            "converted_at": ts(None, "2024-03-20", "2024-04-10", None),
-            "customer_id": pd.array([None, "a", "b", None], dtype="str"),
-            "source": pd.array(["web", "event", "web", "ads"], dtype="str"),
-            "budget": [1000.0, 5.0, np.nan, 3.0],
-        }
-    )
-    acts = pd.DataFrame(
-        {
-            "lead_id": pd.array(["l1", "l1", "l3", "l3", "l1"], dtype="str"),
-            "ts": ts("2024-03-02", "2024-03-29", "2024-03-16", "2024-04-02", "2024-04-01"),
-            "activity": pd.array(["Email open", "call", "Email open", "demo", "demo"], dtype="str"),
-        }
-    )
-    f = lead_features(leads, acts, AS_OF)
-    assert list(f.index) == ["l1", "l3"]  # l2 converted before, l4 created after
-    assert f.loc["l1", "lead_age_days"] == 30
-    assert f.loc["l1", "n_activities"] == 2 and f.loc["l1", "activities_7d"] == 1
-    assert f.loc["l1", "days_since_last_activity"] == 2
-    assert f.loc["l3", "activity_email_open"] == 1
-    assert "activity_demo" not in f.columns  # only seen after the cutoff
-    assert list(f["source"].cat.categories) == ["web"]
-    assert not {"converted_at", "customer_id", "created_at"} & set(f.columns)
-    g = lead_features(leads, None, AS_OF)
-    assert "n_activities" not in g.columns
-
-
-def test_rfm_scores_and_segments():
-    idx = pd.Index([*list("abcdefghij"), "z"], name="customer_id")
-    rec = pd.Series([1, 2, 3, 4, 5, 100, 200, 300, 400, 500, np.nan], index=idx, dtype=float)
-    freq = pd.Series([20, 15, 1, 1, 1, 1, 10, 12, 1, 1, 0], index=idx, dtype=float)
-    mon = pd.Series([900, 800, 10, 20, 30, 5, 700, 600, 1, 2, 0], index=idx, dtype=float)
-    r = rfm_scores(rec, freq, mon)
-    assert r.loc["a", "rfm_segment"] == "Champions" and r.loc["a", "rfm_score"] == "555"
-    assert r.loc["j", "rfm_segment"] == "Lost"
-    assert r.loc["h", "rfm_segment"] in ("At risk", "Can't lose them")
-    assert r.loc["z", "rfm_segment"] == "No purchases" and np.isnan(r.loc["z", "r_score"])
-    assert r.loc["c", "f_score"] == 1  # ties share the lowest score
-    assert list(r["rfm_segment"].cat.categories) == list(RFM_SEGMENTS)
-    assert set(r["r_score"].dropna()) <= {1, 2, 3, 4, 5}
-    pd.testing.assert_frame_equal(
-        r.iloc[::-1].sort_index(), rfm_scores(rec[::-1], freq[::-1], mon[::-1]).sort_index()
-    )

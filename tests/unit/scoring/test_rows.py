@@ -1,15 +1,17 @@
-"""Assembly of score rows (crmscore.scoring.rows): formulas, trend, cold start and the output checks."""
+"""Assembly of score rows (crmscore.scoring.rows): formulas, trend, cold start, intervals.
+
+The checks of the assembled rows (crmscore.core.score_contract): core/test_score_contract.py.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from crmscore.config import ScoringConfig
 from crmscore.core.score_contract import (
     CUSTOMER_SCORE_COLUMNS,
     LEAD_SCORE_COLUMNS,
@@ -18,59 +20,8 @@ from crmscore.core.score_contract import (
     check_lead_scores,
 )
 from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores, health_score, trend_labels
-
-CFG = ScoringConfig()
-SCORED_AT = datetime(2026, 2, 1, 6, 30, tzinfo=UTC)
-VERSIONS = {"churn": ("crmscore-churn", "3"), "clv": {"name": "crmscore-clv", "version": "2"}}
-
-
-def small_inputs() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    ids = pd.Index(["C3", "C1", "C2"], name="customer_id")  # unsorted on purpose
-    features = pd.DataFrame(
-        {
-            "recency_days": [60.0, 0.0, np.nan],
-            "n_purchases": [1.0, 5.0, 0.0],
-            "tenure_days": [30.0, 400.0, 200.0],
-            "purchase_trend": [-1.0, 1.0, np.nan],
-            "tickets_open": [1.0, 0.0, np.nan],
-            "csat_mean": [np.nan, 5.0, np.nan],
-            "rfm_segment": pd.Categorical(["New", "Champions", "No purchases"]),
-        },
-        index=ids,
-    )
-    reasons = json.dumps([{"feature": "recency_days", "label": "Days since last purchase", "value": 60,
-                           "direction": "increases", "contribution": 0.8}])  # fmt: skip
-    churn = pd.DataFrame(
-        {
-            "churn_probability": [0.6, 0.1, 0.3],
-            "churn_risk": ["high", "low", "medium"],
-            "top_reasons": [reasons, None, "[]"],
-        },
-        index=ids,
-    )
-    buyers = ["C1", "C3"]
-    clv = pd.DataFrame(
-        {"p_alive": [0.9, 0.5], "expected_purchases": [4.0, 0.5], "predicted_clv": [500.0, 40.0]},
-        index=buyers,
-    )
-    interval = pd.DataFrame(
-        {
-            "expected_purchases_lower": [3.0, 0.2],
-            "expected_purchases_upper": [5.0, 0.9],
-            "predicted_clv_lower": [400.0, 20.0],
-            "predicted_clv_upper": [650.0, 70.0],
-        },
-        index=buyers,
-    )
-    return features, churn, clv, interval
-
-
-def assemble(previous: pd.DataFrame | None = None, cfg: ScoringConfig = CFG) -> pd.DataFrame:
-    f, c, v, i = small_inputs()
-    return assemble_customer_scores(
-        f, c, v, i, as_of="2026-01-31", run_id="run-1", model_versions=VERSIONS,
-        scored_at=SCORED_AT, previous=previous, cfg=cfg,
-    )  # fmt: skip
+from helpers import SCORED_AT, VERSIONS, assemble, small_inputs
+from helpers import SCORING_CFG as CFG
 
 
 def test_customer_rows_have_the_contract_columns_and_values():
@@ -172,72 +123,6 @@ def test_scored_at_must_be_aware_and_as_of_a_day():
         assemble_customer_scores(f, c, v, i, as_of="2026-01-31 10:00", scored_at=SCORED_AT, **kw)
 
 
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda d: d.assign(churn_probability=[0.1, np.nan, 0.6]), r"churn_probability: 1 NaN"),
-        (
-            lambda d: d.assign(churn_probability=[0.1, 1.2, 0.6]),
-            r"churn_probability: 1 values outside \[0.0, 1.0\]",
-        ),
-        (lambda d: d.assign(predicted_clv=[-1.0, np.nan, 40.0]), r"predicted_clv: 1 values outside >= 0"),
-        (
-            lambda d: d.assign(predicted_clv_lower=[600.0, np.nan, 20.0]),
-            r"predicted_clv: 1 rows where not lower",
-        ),
-        (lambda d: d.assign(p_alive=[np.nan, np.nan, 0.5]), r"p_alive: 1 NaN for customers with purchases"),
-        (lambda d: d.head(0), r"empty"),
-        (lambda d: d.head(2), r"2 rows for 3 expected ids \(1 missing"),
-        (lambda d: pd.concat([d, d.tail(1)]), r"1 duplicate customer_id"),
-        (
-            lambda d: d.assign(churn_risk=["low", "medium", "severe"]),
-            r"churn_risk: unknown values \['severe'\]",
-        ),
-        (lambda d: d.drop(columns="health_score"), r"missing columns \['health_score'\]"),
-    ],
-)
-def test_check_customer_scores_names_the_problem(mutate, message):
-    good = assemble()
-    with pytest.raises(ScoreValidationError, match=message):
-        check_customer_scores(mutate(good), expected_ids=["C1", "C2", "C3"])
-
-
-def test_check_lead_scores_refuses_bad_grades_and_probabilities():
-    out = pd.DataFrame(
-        {
-            "lead_id": ["L1", "L2"],
-            "as_of": [date(2026, 1, 31)] * 2,
-            "conversion_probability": [1.5, 0.2],
-            "lead_score": [150, 20],
-            "lead_grade": ["A", "E"],
-            "top_reasons": [None, None],
-            "model": "m",
-            "model_version": "1",
-            "run_id": "r",
-            "scored_at": pd.Timestamp(SCORED_AT),
-        }
-    )
-    with pytest.raises(ScoreValidationError) as exc:
-        check_lead_scores(out)
-    msg = str(exc.value)
-    assert "conversion_probability" in msg and "lead_score" in msg and "lead_grade" in msg
-
-
-def test_scoring_config_block():
-    from pathlib import Path
-
-    from crmscore.config import ConfigError, config_from_mapping, load_config
-
-    params = Path(__file__).resolve().parents[1] / "params.yaml"
-    assert load_config(params).scoring == ScoringConfig()  # params.yaml states the defaults
-    with pytest.raises(ConfigError, match=r"scoring\.trend_trheshold: unknown key"):
-        config_from_mapping({"scoring": {"trend_trheshold": 0.1}})
-    with pytest.raises(ConfigError, match="health_weights"):
-        config_from_mapping({"scoring": {"health_weights": {"retention": -1.0}}})
-    with pytest.raises(ConfigError, match="csat_scale"):
-        config_from_mapping({"scoring": {"csat_scale": [5, 1]}})
-
-
 def test_interval_missing_its_point_is_widened_swapped_is_refused(caplog):
     f, c, v, i = small_inputs()
     kw = {"as_of": "2026-01-31", "run_id": "r", "model_versions": VERSIONS, "scored_at": SCORED_AT}
@@ -306,14 +191,3 @@ def test_real_model_outputs_assemble_write_and_rank(tmp_path):
     assert wl["reasons"].str.contains("↑").any()
     assert back.loc[back["churn_risk"].isin(["high", "medium"]), "top_reasons"].notna().all()
     assert back.loc[back["churn_risk"] == "low", "top_reasons"].isna().all()
-
-
-def test_explain_top_n_must_cover_the_worklist():
-    from crmscore.config import ConfigError, config_from_mapping
-
-    assert ScoringConfig().explain_top_n == 10_000
-    assert ScoringConfig(explain_top_n=200, worklist_top_n=200).explain_top_n == 200
-    with pytest.raises(ValueError, match=r"explain_top_n \(100\) must be at least worklist_top_n \(200\)"):
-        ScoringConfig(explain_top_n=100)
-    with pytest.raises(ConfigError, match=r"scoring\.explain_top_n or lower scoring\.worklist_top_n"):
-        config_from_mapping({"scoring": {"explain_top_n": 50, "worklist_top_n": 60}})

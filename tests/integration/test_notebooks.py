@@ -6,15 +6,15 @@ per cell. They are stored without outputs (checked here too).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from helpers import REPO_ROOT
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 60
 
 

@@ -1,6 +1,7 @@
-from __future__ import annotations
+"""Configuration (crmscore.config): params.yaml, unknown keys, secrets, identifiers, and the
+scoring and tracking blocks."""
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
@@ -8,13 +9,14 @@ from crmscore.config import (
     CRM_URL_ENV,
     Config,
     ConfigError,
+    ScoringConfig,
+    TrackingConfig,
     config_from_mapping,
     load_config,
     redact_url,
     validate_identifier,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO_ROOT as ROOT
 
 
 def test_shipped_params_load_and_match_defaults_where_documented():
@@ -107,3 +109,37 @@ def test_report_top_accounts_must_be_explained() -> None:
     assert (
         config_from_mapping({"report": {"top_n": 250}, "scoring": {"explain_top_n": 250}}).report.top_n == 250
     )
+
+
+# ------------------------------------------------------- scoring and tracking blocks
+
+
+def test_scoring_config_block():
+    from crmscore.config import ConfigError, config_from_mapping, load_config
+
+    params = ROOT / "params.yaml"
+    assert load_config(params).scoring == ScoringConfig()  # params.yaml states the defaults
+    with pytest.raises(ConfigError, match=r"scoring\.trend_trheshold: unknown key"):
+        config_from_mapping({"scoring": {"trend_trheshold": 0.1}})
+    with pytest.raises(ConfigError, match="health_weights"):
+        config_from_mapping({"scoring": {"health_weights": {"retention": -1.0}}})
+    with pytest.raises(ConfigError, match="csat_scale"):
+        config_from_mapping({"scoring": {"csat_scale": [5, 1]}})
+
+
+def test_explain_top_n_must_cover_the_worklist():
+    from crmscore.config import ConfigError, config_from_mapping
+
+    assert ScoringConfig().explain_top_n == 10_000
+    assert ScoringConfig(explain_top_n=200, worklist_top_n=200).explain_top_n == 200
+    with pytest.raises(ValueError, match=r"explain_top_n \(100\) must be at least worklist_top_n \(200\)"):
+        ScoringConfig(explain_top_n=100)
+    with pytest.raises(ConfigError, match=r"scoring\.explain_top_n or lower scoring\.worklist_top_n"):
+        config_from_mapping({"scoring": {"explain_top_n": 50, "worklist_top_n": 60}})
+
+
+def test_password_in_tracking_uri_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="password"):
+        TrackingConfig(tracking_uri="postgresql://u:secret@db/mlflow")

@@ -1,4 +1,5 @@
-"""Churn model against the generator's truth; gates; calibration window; reasons; risk bands.
+"""Churn model (crmscore.estimators.churn) against the generator's truth; calibration window; reasons;
+risk bands; the contractual definition. Gates: test_gates.py; snapshot data: features/test_snapshot.py.
 
 True probability (inactivity churn, horizon H = 90 days)
 --------------------------------------------------------
@@ -16,8 +17,7 @@ before the cutoff, ``t_x`` and ``T`` the times from the first purchase to the la
 and to the end of the cutoff day, in weeks. The model should reach its AUC within 0.02
 and be calibrated (slope 0.8–1.2) on the latest cutoff, never having seen it.
 
-For snapshot data (``definition="label"``) the customers and labels are drawn here from a
-known logistic model of the attributes, so the true probability is that model's.
+The 6,000 customers and the inactivity model are session fixtures (``conftest.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import expit
 from sklearn.base import clone
 
-from crmscore.config import ChurnConfig, Config
+from crmscore.config import Config
 from crmscore.core.schema import CRMData
 from crmscore.core.time import cutoff_end
 from crmscore.estimators.backtest import out_of_time_split
@@ -40,43 +39,11 @@ from crmscore.estimators.churn import (
     evaluate_churn,
     risk_band,
 )
-from crmscore.estimators.gates import (
-    LeakageError,
-    ModelGateError,
-    TooFewPositivesError,
-    WindowOverlapError,
-    check_no_overlap,
-)
-from crmscore.estimators.preparer import FramePreparer
 from crmscore.evaluation.binary import binary_metrics
-from crmscore.features.snapshot import snapshot_churn_set
 from crmscore.features.tables import build_churn_training_set
-from crmscore.ingest.synth import generate
+from helpers import churn_cfg as _cfg
 
 LAST_CUTOFF = "2025-09-30"
-FAST = {"n_estimators": 100, "num_leaves": 15, "min_child_samples": 50, "n_jobs": 1}
-
-
-def _cfg(**kw) -> ChurnConfig:
-    base = {"min_rows": 200, "min_positives": 50, **FAST}
-    base.update(kw)
-    return ChurnConfig(**base)
-
-
-@pytest.fixture(scope="module")
-def synth():
-    return generate(6000, seed=7, leads_per_customer=1)
-
-
-@pytest.fixture(scope="module")
-def inactivity(synth):
-    tx = synth.tables["transactions"]
-    data = CRMData(customers=synth.tables["customers"][["customer_id", "created_at"]], transactions=tx)
-    frame = build_churn_training_set(
-        data, LAST_CUTOFF, Config(), n_cutoffs=5, step_days=90, observed_until="2025-12-31"
-    )
-    report = evaluate_churn(frame, _cfg())
-    return frame, report
 
 
 def _true_churn_probability(synth, ids: pd.Index, as_of: str, horizon_days: int) -> np.ndarray:
@@ -91,13 +58,13 @@ def _true_churn_probability(synth, ids: pd.Index, as_of: str, horizon_days: int)
     return bgnbd_probability_no_purchase(synth.truth["bgnbd"], x, t_x, T, horizon_days / 7.0)
 
 
-def test_inactivity_model_matches_truth_out_of_time(synth, inactivity):
+def test_inactivity_model_matches_truth_out_of_time(churn_synth, inactivity):
     _frame, report = inactivity
     assert report.split.startswith("out-of-time")
     assert LAST_CUTOFF in report.split
     assert report.model.calibration_split_.startswith("later window: calibrated on cutoff 2025-07-02")
     preds = report.predictions
-    p_true = _true_churn_probability(synth, preds.index, LAST_CUTOFF, 90)
+    p_true = _true_churn_probability(churn_synth, preds.index, LAST_CUTOFF, 90)
     truth = binary_metrics(preds["churn"], p_true)
     m = report.metrics.loc["LightGBM (calibrated)"]
     assert abs(m["roc_auc"] - truth["roc_auc"]) <= 0.02, (m["roc_auc"], truth["roc_auc"])
@@ -171,22 +138,6 @@ def test_risk_bands():
         risk_band(p, {"high": 0.2, "medium": 0.4})
 
 
-def test_frame_preparer_categories_learned_at_fit_unseen_missing():
-    train = pd.DataFrame(
-        {"plan": ["a", "b", None, "a"], "x": [1, 2, 3, 4], "flag": [True, False, True, True]}
-    )
-    prep = FramePreparer().fit(train)
-    assert prep.categories_ == {"plan": ["a", "b"]}
-    assert prep.numeric_ == ["x", "flag"]
-    out = prep.transform(pd.DataFrame({"plan": ["b", "zzz"], "x": [1.5, None], "flag": [False, True]}))
-    assert isinstance(out["plan"].dtype, pd.CategoricalDtype)
-    assert list(out["plan"].cat.categories) == ["a", "b"]
-    assert out["plan"].iloc[0] == "b" and pd.isna(out["plan"].iloc[1])
-    assert out["x"].dtype == np.float64 and out["flag"].tolist() == [0.0, 1.0]
-    with pytest.raises(ValueError, match="missing"):
-        prep.transform(pd.DataFrame({"plan": ["a"]}))
-
-
 def test_sklearn_contract():
     model = CalibratedChurnModel.from_config(_cfg(horizon_days=60))
     assert model.get_params()["label_horizon_days"] == 60
@@ -195,113 +146,11 @@ def test_sklearn_contract():
         model.predict_proba(pd.DataFrame({"x": [1.0]}))
 
 
-# ---------------------------------------------------------------------------------- gates
-
-
-def test_gate_too_few_positives(inactivity):
-    frame, _ = inactivity
-    X, y = frame.drop(columns=["churn"]), frame["churn"].to_numpy()
-    dated = {**FAST, "label_horizon_days": 90}
-    with pytest.raises(TooFewPositivesError, match=r"at least 100000 \(min_rows\)"):
-        CalibratedChurnModel(**dated, min_rows=100_000).fit(X, y)
-    # a rare outcome: 30 positives where 100 are needed
-    rare = np.zeros(len(y), dtype=bool)
-    rare[np.flatnonzero(y)[:30]] = True
-    with pytest.raises(TooFewPositivesError, match="needs at least 100 of each") as err:
-        CalibratedChurnModel(**dated, min_rows=10, min_positives=100, min_calibration_positives=1).fit(
-            X, rare
-        )
-    assert isinstance(err.value, ModelGateError)
-
-
-def test_gate_single_feature_leak_is_named(inactivity):
-    frame, _ = inactivity
-    rng = np.random.default_rng(0)
-    leaky = frame.assign(days_until_churn=np.where(frame["churn"], 1.0, 100.0) + rng.normal(0, 1, len(frame)))
-    with pytest.raises(LeakageError, match="'days_until_churn'"):
-        evaluate_churn(leaky, _cfg())
-
-
-def test_gate_evaluation_auc_ceiling_names_features(inactivity):
-    frame, _ = inactivity
-    rng = np.random.default_rng(1)
-    # a strong but imperfect leak: the single-feature canary is raised out of the way
-    leaky = frame.assign(leak=frame["churn"] * 2.0 + rng.normal(0, 0.3, len(frame)))
-    with pytest.raises(LeakageError, match=r"max_eval_auc=0\.98.*'leak'"):
-        evaluate_churn(leaky, _cfg(max_single_feature_auc=1.0))
-
-
-def test_gate_same_customer_in_overlapping_label_windows(synth):
+def test_contractual_definition_runs_with_attributes_and_tickets(churn_synth):
     data = CRMData(
-        customers=synth.tables["customers"][["customer_id", "created_at"]],
-        transactions=synth.tables["transactions"],
-    )
-    # cutoffs 30 days apart with a 90-day horizon: label windows overlap
-    frame = build_churn_training_set(data, LAST_CUTOFF, Config(), n_cutoffs=2, step_days=30)
-    with pytest.raises(WindowOverlapError, match="same label period"):
-        out_of_time_split(frame, "churn", horizon_days=90)
-    with pytest.raises(WindowOverlapError, match="calibration"):
-        CalibratedChurnModel(**FAST, min_rows=10, min_positives=10, label_horizon_days=90).fit(
-            frame.drop(columns=["churn"]), frame["churn"]
-        )
-    # 90 days apart is fine
-    check_no_overlap(
-        ["c1"], ["c1"], train_cutoffs=["2025-01-01"], eval_cutoffs=["2025-04-01"], horizon_days=90
-    )
-    # without dates any shared record is refused
-    with pytest.raises(WindowOverlapError):
-        check_no_overlap(["c1", "c2"], ["c2", "c3"])
-
-
-# ---------------------------------------------------------------------------------- other definitions
-
-
-def _snapshot_customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    plan = rng.choice(["basic", "plus", "pro", "enterprise"], n, p=[0.4, 0.3, 0.2, 0.1])
-    region = rng.choice(["north", "south", "east", "west"], n)
-    usage = rng.gamma(2.0, 2.0, n)
-    nps = rng.normal(0, 1, n)
-    eff = {"basic": 0.6, "plus": 0.0, "pro": -0.5, "enterprise": -1.2}
-    p = expit(-0.4 + np.vectorize(eff.get)(plan) - 0.35 * (usage - 4.0) - 0.8 * nps)
-    label = rng.random(n) < p
-    customers = pd.DataFrame(
-        {
-            "customer_id": [f"S{i:06d}" for i in range(n)],
-            "plan": plan,
-            "region": region,
-            "usage_hours": usage,
-            "nps": nps,
-            "churn": label,
-        }
-    )
-    return customers, p
-
-
-def test_snapshot_label_data_uses_stated_stratified_splits():
-    customers, p_true = _snapshot_customers(12_000, seed=5)
-    cfg = _cfg(definition="label")
-    frame = snapshot_churn_set(customers, cfg)
-    assert "churn" in frame and "plan" in frame and isinstance(frame["plan"].dtype, pd.CategoricalDtype)
-    report = evaluate_churn(frame, cfg)
-    assert (
-        report.split.startswith("stratified holdout (no dates)") and "NOT an out-of-time test" in report.split
-    )
-    assert report.model.calibration_split_.startswith("stratified split (no dates)")
-    assert "logistic regression (all attributes)" in report.metrics.index
-    truth = binary_metrics(
-        report.predictions["churn"], pd.Series(p_true, index=frame.index)[report.predictions.index]
-    )
-    m = report.metrics.loc["LightGBM (calibrated)"]
-    assert abs(m["roc_auc"] - truth["roc_auc"]) <= 0.02, (m["roc_auc"], truth["roc_auc"])
-    assert 0.8 <= m["calibration_slope"] <= 1.2
-
-
-def test_contractual_definition_runs_with_attributes_and_tickets(synth):
-    data = CRMData(
-        customers=synth.tables["customers"],
-        transactions=synth.tables["transactions"],
-        support_tickets=synth.tables["support_tickets"],
+        customers=churn_synth.tables["customers"],
+        transactions=churn_synth.tables["transactions"],
+        support_tickets=churn_synth.tables["support_tickets"],
     )
     # the generator's subscription churn is nearly determined by plan, tickets and recency
     # (measured AUC 0.97): the smoke test keeps the canary ceiling out of its way

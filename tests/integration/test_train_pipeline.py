@@ -1,72 +1,40 @@
 """``crmscore train`` end to end into a temporary SQLite tracking store; promotion gate; registry
 commands; export; the registered pyfunc reproducing the fitted model without pickle.
 
-One small synthetic CRM (3,000 customers, few trees) is trained once through the command line
-for the whole module; later tests add versions to the same store.
+The trained CRM is the session's shared one (``trained_project``, tests/integration/conftest.py:
+3,000 customers, few trees, trained once through the command line). Tests that add versions,
+promote or roll back work on a copy of its registry (``mutable``), so the shared store keeps
+version 1 of every model as champion. The promotion rule itself: unit/pipelines/test_train.py.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from crmscore.cli import main
-from crmscore.config import PromotionConfig, load_config
-from crmscore.pipelines.train import promotion_decision, train_models
+from crmscore.config import load_config
+from crmscore.pipelines.train import train_models
+from helpers import run_cli_captured as run_cli
 
 AS_OF = date(2025, 12, 31)
-FAST = {"n_estimators": 40, "num_leaves": 7, "n_jobs": 1, "min_rows": 200, "min_positives": 30}
 KINDS = ("churn", "leads", "clv")
 
 
-def run_cli(args: list[str], monkeypatch) -> tuple[int, str]:
-    """Run the CLI in-process; returns (exit code, captured console output)."""
-    from crmscore import cli
-
-    monkeypatch.setattr(sys, "argv", ["crmscore", *args])
-    with cli.out.capture() as cap_out, cli.err.capture() as cap_err, pytest.raises(SystemExit) as info:
-        main()
-    return info.value.code, cap_out.get() + cap_err.get()
+@pytest.fixture
+def project(trained_project):
+    """``(root, report.json, console text)`` of the session's trained CRM (read-only registry)."""
+    return trained_project.root, trained_project.report, trained_project.text
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A project folder with a CRM folder, params.yaml and a trained store (via the CLI)."""
-    from crmscore.ingest import synth
-    from crmscore.io.files import write_folder
-
-    root = tmp_path_factory.mktemp("project")
-    crm = synth.generate(3000, seed=3, leads_per_customer=3)
-    write_folder(crm.tables, root / "crm", "parquet")
-    params = {
-        "data": {"source": "folder", "folder": str(root / "crm"), "quarantine": {"folder": str(root / "q")}},
-        "churn": FAST,
-        "leads": FAST,
-        "clv": {"n_bootstrap": 10},
-        "training": {"as_of": AS_OF.isoformat()},
-        "tracking": {
-            "tracking_uri": f"sqlite:///{root}/mlruns/mlflow.db",
-            "artifact_location": str(root / "mlruns" / "artifacts"),
-            "export_dir": str(root / "models"),
-        },
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        code, text = run_cli(
-            ["--params", str(root / "params.yaml"), "train", "--report-json", str(root / "report.json")], mp
-        )
-    assert code == 0, text
-    report = json.loads((root / "report.json").read_text())
-    return root, report, text
+def mutable(fork_trained_project):
+    """A copy of the trained registry that this module's tests add versions to."""
+    return fork_trained_project("train-mutable").root
 
 
 @pytest.fixture
@@ -75,6 +43,13 @@ def in_project(project, monkeypatch):
     monkeypatch.chdir(root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
+
+
+@pytest.fixture
+def in_mutable(mutable, monkeypatch):
+    monkeypatch.chdir(mutable)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return mutable
 
 
 def _client(root: Path):
@@ -131,7 +106,7 @@ def test_metrics_sit_beside_baselines_and_plots_are_logged(project):
     assert "plots/calibration_vs_holdout.png" in clv_arts
 
 
-def test_data_summary_has_counts_and_digest_but_no_customer_rows(project):
+def test_data_summary_has_counts_and_digest_but_no_customer_rows(project, trained_project):
     root, report, _ = project
     summary = report["data"]
     assert summary["tables"]["transactions"]["rows"] > 0
@@ -141,7 +116,7 @@ def test_data_summary_has_counts_and_digest_but_no_customer_rows(project):
     client = _client(root)
     path = client.download_artifacts(report["parent_run_id"], "data_summary.json", str(root / "dl"))
     text = Path(path).read_text()
-    customers = pd.read_parquet(root / "crm" / "customers.parquet")
+    customers = trained_project.crm.tables["customers"]
     assert not any(cid in text for cid in customers["customer_id"].astype(str).head(50))
 
 
@@ -204,9 +179,9 @@ def test_registered_champion_reproduces_predictions_without_pickle(in_project, m
 
 
 @pytest.fixture(scope="module")
-def worse(project):
-    """A second churn version, deliberately worse (one stump), trained into the same store."""
-    root = project[0]
+def worse(mutable):
+    """A second churn version, deliberately worse (one stump), trained into the copied store."""
+    root = mutable
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -220,7 +195,8 @@ def worse(project):
         return train_models(cfg, AS_OF, only=["churn"], data=data, report=report)
 
 
-def test_a_worse_model_is_registered_but_not_promoted(in_project, worse):
+def test_a_worse_model_is_registered_but_not_promoted(in_mutable, worse):
+    in_project = in_mutable
     before = json.loads((in_project / "report.json").read_text())["models"]["churn"]
     churn = worse.models["churn"]
     assert churn.status == "trained" and churn.version == 2
@@ -234,7 +210,8 @@ def test_a_worse_model_is_registered_but_not_promoted(in_project, worse):
     assert client.get_run(churn.run_id).data.tags["crmscore.promoted"] == "False"
 
 
-def test_promote_and_rollback_by_hand(in_project, worse, monkeypatch):
+def test_promote_and_rollback_by_hand(in_mutable, worse, monkeypatch):
+    in_project = in_mutable
     client = _client(in_project)
     params = str(in_project / "params.yaml")
     code, text = run_cli(["--params", params, "promote", "churn", "--version", "2"], monkeypatch)
@@ -285,37 +262,14 @@ def test_train_needs_a_cutoff_and_known_models(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------
-# the promotion rule (pure)
+# a kind that cannot train (on the copied registry)
 # ------------------------------------------------------------------------------------------
 
 
-def test_promotion_rule_higher_is_better_for_auc():
-    rule = PromotionConfig()
-    ok, why = promotion_decision("churn", {"roc_auc": 0.80, "ece": 0.02}, 0.84, rule, 3)
-    assert ok and "0.95 x champion v3's 0.8400" in why  # 0.80 >= 0.798
-    ok, why = promotion_decision("churn", {"roc_auc": 0.79, "ece": 0.02}, 0.84, rule, 3)
-    assert not ok and why.startswith("not good enough")
-    ok, why = promotion_decision("leads", {"roc_auc": 0.55, "ece": 0.02}, None, rule)
-    assert not ok and "min_roc_auc" in why
-    ok, why = promotion_decision("leads", {"roc_auc": 0.9, "ece": 0.3}, None, rule)
-    assert not ok and "max_ece" in why
-
-
-def test_promotion_rule_lower_is_better_for_clv_mae():
-    rule = PromotionConfig()
-    ok, _ = promotion_decision("clv", {"mae": 1.05, "aggregate_error_pct": 3.0}, 1.0, rule)
-    assert ok  # 1.05 <= 1.0 / 0.95
-    ok, why = promotion_decision("clv", {"mae": 1.06, "aggregate_error_pct": 3.0}, 1.0, rule)
-    assert not ok and "holdout MAE 1.0600 >" in why
-    ok, why = promotion_decision("clv", {"mae": 0.5, "aggregate_error_pct": -40.0}, 1.0, rule)
-    assert not ok and "aggregate" in why
-    ok, why = promotion_decision("clv", {"mae": 0.5, "aggregate_error_pct": float("nan")}, None, rule)
-    assert not ok  # an unmeasurable floor is not met
-
-
-def test_a_model_that_cannot_train_is_reported_and_the_others_still_run(in_project):
+def test_a_model_that_cannot_train_is_reported_and_the_others_still_run(in_mutable):
     import dataclasses
 
+    in_project = in_mutable
     cfg, data, report = _data(in_project)
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"log_plots": False})})
     no_leads = dataclasses.replace(data, leads=None, lead_activities=None)

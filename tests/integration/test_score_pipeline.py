@@ -1,6 +1,8 @@
 """``crmscore score`` end to end: champion models → scores written to SQLite and PostgreSQL.
 
-One small synthetic CRM (3,000 customers, few trees) is trained once for the module.
+The trained CRM is the session's shared one (``trained_project``, tests/integration/conftest.py:
+3,000 customers, few trees); scoring only reads its registry. Which rows get reasons, as a
+pure rule: unit/scoring/test_explain.py.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from crmscore.config import config_from_mapping
 from crmscore.ingest.validation import load_validated
@@ -22,44 +23,14 @@ from crmscore.io.scores import read_scores
 from crmscore.pipelines.score import run_score
 
 AS_OF = date(2025, 12, 31)
-FAST = {"n_estimators": 40, "num_leaves": 7, "n_jobs": 1, "min_rows": 200, "min_positives": 30}
 
 
-def _params(root: Path, **data) -> dict:
-    return {
-        "data": {
-            "crm_url": f"sqlite:///{root / 'crm.sqlite'}",
-            "quarantine": {"folder": str(root / "q")},
-            **data,
-        },
-        "churn": FAST,
-        "leads": FAST,
-        "clv": {"n_bootstrap": 20},
-        "tracking": {
-            "tracking_uri": f"sqlite:///{root}/mlruns/mlflow.db",
-            "artifact_location": str(root / "mlruns" / "artifacts"),
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A SQLite CRM with a trained registry; returns (root, params dict, synthetic CRM)."""
-    from crmscore.ingest import synth
-    from crmscore.pipelines.train import train_models
-
-    root = tmp_path_factory.mktemp("score")
-    crm = synth.generate(3000, seed=5)
-    write_sql_tables(create_engine(f"sqlite:///{root / 'crm.sqlite'}"), crm.tables)
-    params = _params(root)
-    cfg = config_from_mapping(params)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("CRMSCORE_CRM_URL", raising=False)
-        data, report = load_validated(cfg, as_of=AS_OF)
-        result = train_models(cfg, AS_OF, data=data, report=report)
-    assert result.models["churn"].status == "trained" and result.models["clv"].status == "trained"
-    return root, params, crm
+@pytest.fixture
+def trained(trained_project):
+    """The session's SQLite CRM with a trained registry; returns (root, params dict, synthetic CRM)."""
+    models = trained_project.report["models"]
+    assert models["churn"]["status"] == "trained" and models["clv"]["status"] == "trained"
+    return trained_project.root, trained_project.params, trained_project.crm
 
 
 @pytest.fixture
@@ -88,8 +59,7 @@ def _tables(cfg) -> dict[str, pd.DataFrame]:
 def test_cli_scores_every_customer_and_writes_outputs(trained, env, monkeypatch, capsys):
     from crmscore.cli import main
 
-    root, params, crm = trained
-    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    root, params, crm = trained  # root / "params.yaml" holds params
     monkeypatch.chdir(root)
     monkeypatch.setattr(
         sys, "argv", ["crmscore", "--params", "params.yaml", "score", "--as-of", "2025-12-31", "-o", "s.csv"]
@@ -227,60 +197,6 @@ def test_postgres_failure_while_customer_rows_are_in_flight_writes_nothing(
         pd.testing.assert_frame_equal(before[name], after[name])
 
 
-def _policy_frames(n: int = 1000, seed: int = 0):
-    """Churn and CLV outputs where low-band customers hold much of the value at risk."""
-    rng = np.random.default_rng(seed)
-    ids = pd.Index([f"C{i:04d}" for i in range(n)], name="customer_id")
-    p = np.round(rng.uniform(0, 1, n), 2)  # ties in probability
-    band = np.where(p >= 0.5, "high", np.where(p >= 0.25, "medium", "low"))
-    clv = np.round(rng.gamma(2.0, 100.0, n), 0)
-    clv[band == "low"] *= 50  # low band: most value at risk
-    clv[::10] = np.nan  # no purchase: no CLV, value at risk 0
-    churn_out = pd.DataFrame({"churn_probability": p, "churn_risk": band}, index=ids)
-    clv_out = pd.DataFrame({"predicted_clv": clv}, index=ids).dropna()
-    return churn_out, clv_out
-
-
-def test_explain_rule_top_value_at_risk_plus_worklist():
-    from crmscore.scoring.explain import churn_rows_to_explain
-    from crmscore.scoring.worklist import top_by_value_at_risk
-
-    churn_out, clv_out = _policy_frames()
-    cfg = config_from_mapping({"scoring": {"explain_top_n": 50, "worklist_top_n": 40}})
-    mask, why = churn_rows_to_explain(churn_out, clv_out, cfg)
-    var = churn_out["churn_probability"] * clv_out["predicted_clv"].reindex(churn_out.index).fillna(0)
-    ranked = pd.DataFrame(
-        {"customer_id": churn_out.index, "value_at_risk": var.to_numpy(), **churn_out.reset_index(drop=True)}
-    )
-    full = ranked.sort_values(
-        ["value_at_risk", "churn_probability", "customer_id"], ascending=[False, False, True]
-    )
-    top = set(full.head(50)["customer_id"])
-    worklist = set(full[full["churn_risk"] != "low"].head(40)["customer_id"])
-    assert not worklist <= top  # the low band holds the top value at risk here
-    assert set(churn_out.index[mask]) == top | worklist
-    assert "top 50 by value at risk" in why and f"{len(worklist - top)} more worklist accounts" in why
-    # the worklist ranks with the same function, on the assembled rows
-    assert set(top_by_value_at_risk(ranked, 40, bands=("high", "medium"))["customer_id"]) == worklist
-
-
-def test_explain_rule_adds_bands_and_top_probability():
-    from crmscore.scoring.explain import churn_rows_to_explain
-
-    churn_out, clv_out = _policy_frames()
-    base = {"scoring": {"explain_top_n": 200}}
-    plain, _ = churn_rows_to_explain(churn_out, clv_out, config_from_mapping(base))
-    banded, why = churn_rows_to_explain(
-        churn_out,
-        clv_out,
-        config_from_mapping({**base, "churn": {"explain_bands": ["high"], "explain_top_n": 7}}),
-    )
-    high = (churn_out["churn_risk"] == "high").to_numpy()
-    top_p = churn_out["churn_probability"].rank(method="first", ascending=False).to_numpy() <= 7
-    np.testing.assert_array_equal(banded, plain | high | top_p)
-    assert "risk bands high" in why and "top 7 by churn probability" in why
-
-
 def test_scoring_explains_top_value_at_risk_and_every_worklist_account(trained, env, caplog, tmp_path):
     import logging
 
@@ -288,7 +204,7 @@ def test_scoring_explains_top_value_at_risk_and_every_worklist_account(trained, 
     small = {**params, "scoring": {"explain_top_n": 300, "worklist_top_n": 200}}
     cfg = config_from_mapping(small)
     data, _ = load_validated(cfg, as_of=AS_OF)
-    with caplog.at_level(logging.INFO, logger="crmscore.pipelines.score"):
+    with caplog.at_level(logging.INFO, logger="crmscore"):  # logged by crmscore.scoring.apply
         run = run_score(data, AS_OF, cfg, worklist_dir=tmp_path, write_back=False)
     scores = run.customer_scores
     explained = scores["top_reasons"].notna()

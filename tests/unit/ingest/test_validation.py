@@ -307,3 +307,30 @@ def test_first_reason_wins_across_many_rules():
     ]
     assert aside["_row"].tolist() == [0, 1, 2, 4]
     assert list(report.tables["transactions"].set_aside) == aside["_reason"].tolist()
+
+
+def test_validation_report_digests_the_inputs_and_settings() -> None:
+    from crmscore.config import Config
+    from crmscore.ingest.synth import generate
+    from crmscore.ingest.validation import validate_tables
+
+    raw = generate(300, seed=1).tables
+    _, a = validate_tables(
+        {k: v.copy() for k, v in raw.items()}, Config(), as_of="2025-12-31", now="2026-01-01"
+    )
+    _, b = validate_tables(
+        {k: v.copy() for k, v in raw.items()}, Config(), as_of="2025-12-31", now="2026-01-01"
+    )
+    assert a.input_digest == b.input_digest and len(a.input_digest["all"]) == 64
+    assert a.to_dict()["input_digest_sha256"] == a.input_digest["all"]
+    _, later = validate_tables(dict(raw), Config(), as_of="2025-12-30", now="2026-01-01")
+    assert later.input_digest["all"] != a.input_digest["all"]  # the cutoff is part of it
+    assert later.input_digest["transactions"] == a.input_digest["transactions"]
+    zoned = Config(data={"source_timezone": "Europe/Berlin"})
+    _, c = validate_tables(dict(raw), zoned, as_of="2025-12-31", now="2026-01-01")
+    assert c.input_digest["all"] != a.input_digest["all"]  # so are the data settings
+    tx = raw["transactions"].copy()
+    tx.loc[0, "amount"] = tx.loc[0, "amount"] + 0.01
+    _, d = validate_tables({**raw, "transactions": tx}, Config(), as_of="2025-12-31", now="2026-01-01")
+    assert d.input_digest["transactions"] != a.input_digest["transactions"]
+    assert d.input_digest["customers"] == a.input_digest["customers"]

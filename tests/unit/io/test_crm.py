@@ -1,4 +1,7 @@
-"""Each reader (CSV, Parquet, SQLite, PostgreSQL) gives back the same canonical tables."""
+"""SQL readers (crmscore.io.crm: SQLite, PostgreSQL) give back the same canonical tables.
+
+Folder readers (CSV, Parquet): test_files.py.
+"""
 
 from __future__ import annotations
 
@@ -9,98 +12,10 @@ import sqlalchemy as sa
 from crmscore.config import config_from_mapping
 from crmscore.ingest.validation import load_validated, validate_tables
 from crmscore.io.crm import create_engine, read_sql_tables, write_sql_tables
-from crmscore.io.files import find_table_file, read_folder, write_folder
-
-NAMES = {t: t for t in ("customers", "transactions", "support_tickets")}
-
-
-def canonical_tables() -> dict[str, pd.DataFrame]:
-    ts = pd.to_datetime(
-        ["2024-01-05 10:00:00.123456", "2024-02-01 23:59:59", "2024-03-10 00:00:00", "2024-03-11 08:30:00"],
-        utc=True,
-        format="ISO8601",
-    )
-    customers = pd.DataFrame(
-        {
-            "customer_id": ["C1", "C2", "C3"],
-            "created_at": pd.to_datetime(
-                ["2023-12-01", "2024-01-01 12:00", "2024-02-15"], utc=True, format="ISO8601"
-            ),
-            "churned_at": pd.to_datetime([None, "2024-06-01", None], utc=True),
-            "plan": ["basic", "pro", None],
-            "seats": [1.0, 12.0, 3.0],
-        }
-    )
-    transactions = pd.DataFrame(
-        {
-            "customer_id": ["C1", "C1", "C2", "C3"],
-            "ts": ts,
-            "amount": [10.5, -2.25, 100.0, 0.0],
-            "transaction_id": ["T1", "T2", "T3", "T4"],
-        }
-    )
-    tickets = pd.DataFrame(
-        {
-            "ticket_id": ["K1", "K2"],
-            "customer_id": ["C1", "C2"],
-            "opened_at": pd.to_datetime(["2024-02-01 09:00", "2024-03-01 10:00"], utc=True),
-            "closed_at": pd.to_datetime(["2024-02-02 09:00", None], utc=True),
-            "priority": ["high", "low"],
-            "csat": [4.0, None],
-        }
-    )
-    return {"customers": customers, "transactions": transactions, "support_tickets": tickets}
-
-
-def _assert_same(data, expected: dict[str, pd.DataFrame]) -> None:
-    for name, exp in expected.items():
-        got = data.get(name)
-        assert got is not None, name
-        got = got[exp.columns]
-        for col in exp.columns:
-            if isinstance(exp[col].dtype, pd.DatetimeTZDtype):
-                assert isinstance(got[col].dtype, pd.DatetimeTZDtype)
-                assert str(got[col].dt.tz) == "UTC"
-                pd.testing.assert_series_equal(
-                    got[col].astype("datetime64[us, UTC]"),
-                    exp[col].astype("datetime64[us, UTC]"),
-                    check_names=False,
-                )
-            elif pd.api.types.is_float_dtype(exp[col].dtype):
-                pd.testing.assert_series_equal(got[col].astype(float), exp[col], check_names=False)
-            else:
-                assert got[col].tolist() == [None if pd.isna(v) else v for v in exp[col]], (name, col)
-
-
-def _validate(raw, cfg=None):
-    cfg = cfg or config_from_mapping({})
-    data, report = validate_tables(raw, cfg, as_of="2025-01-01", now="2025-01-02")
-    assert report.usable, report.problems
-    assert report.rows_set_aside == 0, report.to_dict()
-    return data
-
-
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_folder_round_trip(tmp_path, fmt):
-    tables = canonical_tables()
-    write_folder(tables, tmp_path, fmt)
-    raw, errors = read_folder(tmp_path, NAMES, "auto")
-    assert errors == {}
-    if fmt == "csv":  # CSV is read as text, so coercion sees the original values
-        assert all(raw["transactions"][c].dtype != float for c in ["amount"])
-    _assert_same(_validate(raw), tables)
-
-
-def test_folder_ambiguous_and_unreadable(tmp_path):
-    tables = canonical_tables()
-    write_folder({"customers": tables["customers"]}, tmp_path, "csv")
-    write_folder({"customers": tables["customers"]}, tmp_path, "parquet")
-    with pytest.raises(ValueError, match="ambiguous"):
-        find_table_file(tmp_path, "customers")
-    (tmp_path / "transactions.parquet").write_bytes(b"not parquet")
-    raw, errors = read_folder(tmp_path, NAMES, "parquet")
-    assert "customers" in raw
-    assert "transactions" in errors and "cannot read" in errors["transactions"]
+from helpers import TABLE_NAMES as NAMES
+from helpers import assert_same_tables as _assert_same
+from helpers import canonical_tables
+from helpers import validate_raw as _validate
 
 
 def test_sqlite_round_trip_through_config(tmp_path, monkeypatch):

@@ -175,3 +175,15 @@ def test_import_has_no_side_effects():
         "assert 'lightgbm' not in sys.modules, 'lightgbm imported at import time'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rank_auc_equals_sklearn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from crmscore.evaluation.binary import _auc_abs
+
+    rng = np.random.default_rng(3)
+    y = rng.random(5000) < 0.2
+    for v in (rng.normal(size=5000), rng.integers(0, 4, 5000).astype(float), y + rng.normal(0, 2, 5000)):
+        auc = roc_auc_score(y, v)
+        assert _auc_abs(y.astype(np.int64), v) == pytest.approx(max(auc, 1 - auc), abs=1e-12)
