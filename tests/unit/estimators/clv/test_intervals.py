@@ -10,17 +10,6 @@ import pytest
 from crmscore.estimators.clv import ClvModel
 
 
-# the CDNOW sample and its fit are session fixtures of tests/conftest.py
-@pytest.fixture
-def summary(cdnow_summary: pd.DataFrame) -> pd.DataFrame:
-    return cdnow_summary
-
-
-@pytest.fixture
-def model(cdnow_model: ClvModel) -> ClvModel:
-    return cdnow_model
-
-
 def test_prediction_intervals(model: ClvModel, summary: pd.DataFrame) -> None:
     pi = model.predict_interval(summary, n_bootstrap=200)
     pred = model.predict(summary)

@@ -17,17 +17,6 @@ from crmscore.config import ClvConfig
 from crmscore.estimators.clv import DAYS_PER_MONTH, ClvModel
 
 
-# the CDNOW sample and its fit are session fixtures of tests/conftest.py
-@pytest.fixture
-def summary(cdnow_summary: pd.DataFrame) -> pd.DataFrame:
-    return cdnow_summary
-
-
-@pytest.fixture
-def model(cdnow_model: ClvModel) -> ClvModel:
-    return cdnow_model
-
-
 def test_exact_month_convention(model: ClvModel, summary: pd.DataFrame) -> None:
     assert model.month_length() == pytest.approx(DAYS_PER_MONTH / 7)
     assert DAYS_PER_MONTH == 30.4375

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from crmscore.estimators.clv import ClvModel
-
-
-# the CDNOW sample and its fit are session fixtures of tests/conftest.py
-@pytest.fixture
-def model(cdnow_model: ClvModel) -> ClvModel:
-    return cdnow_model
-
-
-@pytest.fixture
-def cal_holdout(cdnow_cal_holdout: pd.DataFrame) -> pd.DataFrame:
-    return cdnow_cal_holdout
 
 
 def test_plots_return_figures(model: ClvModel, cal_holdout: pd.DataFrame, cdnow_tx: pd.DataFrame) -> None:
