@@ -365,13 +365,16 @@ def train(
         Path | None, typer.Option("--report-json", help="Also write the training summary as JSON here.")
     ] = None,
 ) -> None:
-    """Retrain the models the data supports, track them in MLflow (one run, a child per model), register them.
+    """Retrain the models the data supports, track them in MLflow, register them.
 
-    Every kind is optional: one whose tables are absent is skipped, one that fails a data gate
-    is failed (the reason is printed), the others still train. A new version gets the alias
-    @challenger and becomes @champion only through the metric gate in training.promotion.
-    Exit codes: 0 when at least one kind trained and every kind asked for explicitly (--only,
-    training.required) trained; 1 otherwise; 2 usage or configuration error; 3 unusable data.
+    Every model kind is optional: one whose tables are absent is skipped,
+    one that fails a data gate is failed (the reason is printed), and the
+    others still train. A new version gets the alias @challenger and becomes
+    @champion only through the metric gate in training.promotion.
+
+    Exit codes: 0 when at least one kind trained and every kind asked for
+    explicitly (--only, training.required) trained; 1 otherwise; 2 usage or
+    configuration error; 3 unusable data.
     """
     cfg = _config()
     day = _parse_day(as_of, "--as-of") or cfg.training.as_of
@@ -517,13 +520,15 @@ def score(
     ] = True,
     folder: FolderOption = None,
 ) -> None:
-    """Score every customer and open lead with the @champion models and write the scores to the CRM.
+    """Score every customer and open lead with the @champion models, write them to the CRM.
 
-    Writes latest scores and history in one transaction (a replay changes nothing) and a
-    worklist of accounts ranked by value at risk. Scores with whichever champions exist: the
-    columns of a kind without a champion (or without its data) stay NULL and a note says why.
-    Exit codes: 0 ok; 1 no champion can score this CRM, or the scores fail their checks;
-    2 usage or configuration error; 3 unusable data.
+    Writes latest scores and history in one transaction (a replay changes
+    nothing) and a worklist of accounts ranked by value at risk. Scores with
+    whichever champions exist: the columns of a kind without a champion (or
+    without its data) stay NULL and a note says why.
+
+    Exit codes: 0 ok; 1 no champion can score this CRM, or the scores fail
+    their checks; 2 usage or configuration error; 3 unusable data.
     """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of")
