@@ -475,6 +475,7 @@ def run_score_command(
     report: Any = None,
 ) -> None:
     """Score, write back, print a summary (shared by ``score`` and ``demo``)."""
+    from crmscore.core.manifest import ArtifactIntegrityError
     from crmscore.core.score_contract import ScoreValidationError
     from crmscore.pipelines.score import NoChampionError, run_score
 
@@ -489,7 +490,7 @@ def run_score_command(
             write_back=write_back,
             input_digest=digest,
         )
-    except (NoChampionError, ScoreValidationError) as exc:
+    except (NoChampionError, ScoreValidationError, ArtifactIntegrityError) as exc:
         _fail(str(exc), EXIT_FAILURE)
     versions = ", ".join(f"{v['name']} v{v['version']}" for v in run.model_versions.values())
     n_leads = 0 if run.lead_scores is None else len(run.lead_scores)

@@ -58,6 +58,13 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import TrackingConfig, redact_url
+from crmscore.core.manifest import (
+    ArtifactIntegrityError,
+    file_manifest,
+    manifest_json,
+    parse_manifest,
+    verify_manifest,
+)
 from crmscore.core.serial import package_versions, slug
 
 if TYPE_CHECKING:
@@ -69,6 +76,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "MANIFEST_TAG",
+    "ArtifactIntegrityError",
     "CrmscorePyfunc",
     "LoggedModel",
     "TrackingSession",
@@ -87,6 +96,8 @@ logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Version tag holding the SHA-256 manifest of the version's files (recorded at registration).
+MANIFEST_TAG = "crmscore.manifest_sha256"
 _HISTORY_TAG = "crmscore.champion_history"
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _PYFUNC_SCRIPT = '''"""crmscore pyfunc entry point (MLflow models from code: no pickled object)."""
@@ -409,11 +420,31 @@ class TrackingSession:
                 metadata={"crmscore_kind": spec.kind, **dict(metadata or {})},
             )
         version = int(info.registered_model_version)
+        manifest = self._record_manifest(registered_name, version)
         self.client.set_registered_model_alias(registered_name, CHALLENGER, str(version))
         run = mlflow.active_run()
         run_id = run.info.run_id if run is not None else ""
-        logger.info("registered %s version %d (@%s)", registered_name, version, CHALLENGER)
+        logger.info(
+            "registered %s version %d (@%s), %d files in its SHA-256 manifest",
+            registered_name,
+            version,
+            CHALLENGER,
+            len(manifest),
+        )
         return LoggedModel(registered_name, version, info.model_uri, run_id)
+
+    def _record_manifest(self, name: str, version: int) -> dict[str, str]:
+        """Hash every file of the registered version (as the registry serves it) and record the
+        manifest as the version tag :data:`MANIFEST_TAG` and as a JSON artefact of the run."""
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory(prefix="crmscore-manifest-") as tmp:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+            manifest = file_manifest(path)
+        self.client.set_model_version_tag(name, str(version), MANIFEST_TAG, manifest_json(manifest))
+        if mlflow.active_run() is not None:
+            mlflow.log_text(manifest_json(manifest), f"manifests/{slug(name)}-v{version}.json")
+        return manifest
 
     def set_version_tags(self, name: str, version: int, tags: Mapping[str, Any]) -> None:
         """Tag a model version (e.g. metrics and the promotion decision)."""
@@ -427,18 +458,51 @@ class TrackingSession:
         return champion_version(self.client, name)
 
     def load_champion(self, name: str) -> Any | None:
-        """The champion pyfunc of ``name`` (None without one)."""
-        if self.champion(name) is None:
-            return None
-        return load_pyfunc(f"models:/{name}@{CHAMPION}")
+        """The champion pyfunc of ``name``, verified (None without one)."""
+        version = self.champion(name)
+        return None if version is None else self.load_version(name, version)
 
     def load_version(self, name: str, version: int) -> Any:
-        """The pyfunc of ``name`` version ``version``."""
-        return load_pyfunc(f"models:/{name}/{version}")
+        """The pyfunc of ``name`` version ``version``, loaded only after its files are verified.
+
+        The version's files are downloaded to a private folder, checked against the SHA-256
+        manifest recorded at registration (:func:`crmscore.core.manifest.verify_manifest`) and
+        loaded from that same folder, with pickle deserialisation off unless
+        ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is set.
+
+        Raises
+        ------
+        ArtifactIntegrityError
+            A file changed, missing or added since registration, or no manifest was recorded.
+        """
+        import mlflow.artifacts
+
+        what = f"{name} v{version}"
+        tags = self.client.get_model_version(name, str(version)).tags or {}
+        expected = parse_manifest(tags.get(MANIFEST_TAG), what)
+        with tempfile.TemporaryDirectory(prefix="crmscore-load-") as tmp:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+            verify_manifest(path, expected, what)
+            with no_pickle():
+                return load_pyfunc(path)
 
     def promote(self, name: str, version: int, reason: str) -> None:
         """Move ``champion`` to ``version`` (see :func:`promote`)."""
         promote(self.client, name, version, reason)
+
+
+@contextlib.contextmanager
+def no_pickle() -> Iterator[None]:
+    """``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` inside the block, unless the user set it."""
+    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def load_pyfunc(model_uri: str, *, check_requirements: bool = False) -> Any:
@@ -551,8 +615,11 @@ def export_champions(
         if dest.exists():
             shutil.rmtree(dest)
         with tempfile.TemporaryDirectory(prefix="crmscore-export-") as tmp:
-            uri = f"models:/{name}@{CHAMPION}"
+            uri = f"models:/{name}/{version}"
             path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            tags = session.client.get_model_version(name, str(version)).tags or {}
+            what = f"{name} v{version}"
+            verify_manifest(path, parse_manifest(tags.get(MANIFEST_TAG), what), what)
             shutil.copytree(path, dest)
         (root / f"{kind}.json").write_text(
             json.dumps(
@@ -560,6 +627,7 @@ def export_champions(
                     "registered_model": name,
                     "version": version,
                     "alias": CHAMPION,
+                    "manifest_sha256": tags.get(MANIFEST_TAG),
                     "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
                 indent=2,

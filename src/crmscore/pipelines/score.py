@@ -144,7 +144,7 @@ def resolve_champions(
     NoChampionError
         No kind has a champion (run ``crmscore train`` first, or ``crmscore promote``).
     """
-    from crmscore.tracking import TrackingSession, load_pyfunc
+    from crmscore.tracking import TrackingSession
 
     models: dict[str, ChampionModel] = {}
     missing: list[str] = []
@@ -157,9 +157,7 @@ def resolve_champions(
                 _note(notes, f"{kind}: not scored: registered model {name!r} has no @champion version")
                 continue
             with stage(f"loading {name} v{version}"):
-                models[kind] = ChampionModel(
-                    kind, name, int(version), load_pyfunc(f"models:/{name}/{version}")
-                )
+                models[kind] = ChampionModel(kind, name, int(version), ts.load_version(name, int(version)))
     if not models:
         raise NoChampionError(
             f"no registered model has a @champion version ({', '.join(missing)}): run 'crmscore train' "
