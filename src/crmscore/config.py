@@ -38,7 +38,9 @@ __all__ = [
     "TrackingConfig",
     "TrainingConfig",
     "load_config",
+    "normalise_url",
     "redact_url",
+    "url_has_secret",
     "validate_identifier",
 ]
 
@@ -85,9 +87,76 @@ def validate_identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
+#: Query parameters of a URL whose values are secrets (``password=``, ``sslpassword=``, tokens ...).
+_SECRET_PARAM = re.compile(r"(?i)(pass|pwd|secret|token|api[_-]?key|access[_-]?key|credential)")
+
+
+def _split_url(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme://, userinfo, host-and-rest, query)`` of ``url``; None when it has no ``://``.
+
+    The userinfo ends at the *last* ``@`` before the path, so a raw ``@`` in a password stays
+    inside it.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    end = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch)
+        if i != -1:
+            end = min(end, i)
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, host = netloc.rpartition("@")
+    path, _, query = tail.partition("?")
+    return head + sep, userinfo if at else "", host + path, query
+
+
+def _secret_query(query: str) -> list[tuple[str, str]]:
+    pairs = [part.partition("=") for part in query.split("&") if part]
+    return [(k, v) for k, _, v in pairs if _SECRET_PARAM.search(k) and v]
+
+
+def url_has_secret(url: str) -> bool:
+    """Whether ``url`` carries a password or another secret (user-info, even with an empty user,
+    or a query parameter such as ``password=`` / ``sslpassword=``)."""
+    parts = _split_url(url)
+    if parts is None:
+        return False
+    _, userinfo, _, query = parts
+    return (":" in userinfo and bool(userinfo.partition(":")[2])) or bool(_secret_query(query))
+
+
+def normalise_url(url: str) -> str:
+    """``url`` with a raw ``@`` inside its password percent-encoded (``%40``), so that URL parsers
+    (SQLAlchemy's stops a password at the first ``@``) see the right password and host and never
+    show the password's tail as a host name in an error."""
+    parts = _split_url(url)
+    if parts is None or "@" not in parts[1]:
+        return url
+    scheme, userinfo, rest, query = parts
+    user, colon, password = userinfo.partition(":")
+    encoded = f"{user.replace('@', '%40')}{colon}{password.replace('@', '%40')}"
+    return f"{scheme}{encoded}@{rest}" + (f"?{query}" if query else "")
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe for logs)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """``url`` with every secret replaced by ``***``: the one routine for logs, errors, MLflow
+    params and reports (user-info passwords, raw ``@`` included, and secret query parameters)."""
+    parts = _split_url(url)
+    if parts is None:
+        return url
+    scheme, userinfo, rest, query = parts
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon and password else userinfo
+        scheme += userinfo + "@"
+    if query:
+        redacted = []
+        for part in query.split("&"):
+            k, eq, v = part.partition("=")
+            redacted.append(f"{k}=***" if eq and v and _SECRET_PARAM.search(k) else part)
+        rest += "?" + "&".join(redacted)
+    return scheme + rest
 
 
 class _Block(BaseModel):
@@ -129,7 +198,7 @@ class DataConfig(_Block):
     @field_validator("crm_url")
     @classmethod
     def _no_secret_in_params(cls, v: str) -> str:
-        if re.search(r"://[^:/@]+:[^@]+@", v):
+        if url_has_secret(v):
             raise ValueError(
                 f"the URL carries a password; put credentials in the environment variable {CRM_URL_ENV} "
                 "instead of params.yaml"
@@ -423,7 +492,7 @@ class TrackingConfig(_Block):
     @field_validator("tracking_uri", "registry_uri")
     @classmethod
     def _no_secret(cls, v: str | None) -> str | None:
-        if v is not None and re.search(r"://[^:/@]+:[^@]+@", v):
+        if v is not None and url_has_secret(v):
             raise ValueError("the URI carries a password; set MLFLOW_TRACKING_URI in the environment instead")
         return v
 

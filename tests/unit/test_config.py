@@ -143,3 +143,47 @@ def test_password_in_tracking_uri_is_refused():
 
     with pytest.raises(ValidationError, match="password"):
         TrackingConfig(tracking_uri="postgresql://u:secret@db/mlflow")
+
+
+# -- secrets in URLs: one routine for every form -------------------------------------------
+
+CANARY = "Canary-Secret-7731"
+SECRET_URLS = [
+    f"postgresql://bob:{CANARY}@db/crm",  # password in the user-info
+    f"postgresql://:{CANARY}@db/crm",  # empty user
+    f"postgresql://bob:p@{CANARY}@db/crm",  # raw @ in the password
+    f"postgresql://bob@db/crm?password={CANARY}&sslmode=require",  # query parameter
+    f"postgresql://db/crm?sslpassword={CANARY}",
+    f"https://user:{CANARY}@mlflow.example:5000",
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_every_url_form_is_redacted_and_refused_in_params(url):
+    from crmscore.config import url_has_secret
+
+    assert url_has_secret(url)
+    assert CANARY not in redact_url(url) and "***" in redact_url(url)
+    with pytest.raises(ConfigError) as exc:
+        config_from_mapping({"data": {"crm_url": url}})
+    assert CANARY not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        config_from_mapping({"tracking": {"tracking_uri": url}})
+    assert CANARY not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///data/crm.sqlite", "postgresql+psycopg://bob@db:5432/crm?sslmode=require", "file:///x"]
+)
+def test_urls_without_secrets_are_kept_as_they_are(url):
+    from crmscore.config import url_has_secret
+
+    assert not url_has_secret(url) and redact_url(url) == url
+
+
+def test_a_raw_at_sign_in_the_password_stays_in_the_password():
+    from crmscore.io.crm import create_engine
+
+    engine = create_engine(f"postgresql://bob:p@{CANARY}@db.example:5433/crm")
+    assert (engine.url.host, engine.url.port, engine.url.password) == ("db.example", 5433, f"p@{CANARY}")
+    assert CANARY not in repr(engine.url)

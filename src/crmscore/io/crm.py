@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
-from crmscore.config import redact_url, validate_identifier
+from crmscore.config import normalise_url, redact_url, validate_identifier
 
 __all__ = ["LeadScope", "create_engine", "read_sql_tables", "to_arrow", "unscoped_note", "write_sql_tables"]
 
@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 def create_engine(url: str) -> sa.Engine:
     """Create an engine; a SQLite file's parent folder is created if needed.
 
-    ``postgresql://`` URLs use the psycopg 3 driver.
+    ``postgresql://`` URLs use the psycopg 3 driver; a raw ``@`` in the password is read as part
+    of the password (:func:`crmscore.config.normalise_url`).
     """
-    parsed = sa.make_url(url)
+    parsed = sa.make_url(normalise_url(url))
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
