@@ -123,7 +123,8 @@ def url_has_secret(url: str) -> bool:
     if parts is None:
         return False
     _, userinfo, _, query = parts
-    return (":" in userinfo and bool(userinfo.partition(":")[2])) or bool(_secret_query(query))
+    password = userinfo.partition(":")[2]
+    return bool(password) or bool(_secret_query(query))
 
 
 def normalise_url(url: str) -> str:

@@ -436,11 +436,8 @@ class TrackingSession:
     def _record_manifest(self, name: str, version: int) -> dict[str, str]:
         """Hash every file of the registered version (as the registry serves it) and record the
         manifest as the version tag :data:`MANIFEST_TAG` and as a JSON artefact of the run."""
-        import mlflow.artifacts
-
         with tempfile.TemporaryDirectory(prefix="crmscore-manifest-") as tmp:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
-            manifest = file_manifest(path)
+            manifest = file_manifest(_download_version(name, version, tmp))
         self.client.set_model_version_tag(name, str(version), MANIFEST_TAG, manifest_json(manifest))
         if mlflow.active_run() is not None:
             mlflow.log_text(manifest_json(manifest), f"manifests/{slug(name)}-v{version}.json")
@@ -475,20 +472,42 @@ class TrackingSession:
         ArtifactIntegrityError
             A file changed, missing or added since registration, or no manifest was recorded.
         """
-        import mlflow.artifacts
-
-        what = f"{name} v{version}"
-        tags = self.client.get_model_version(name, str(version)).tags or {}
-        expected = parse_manifest(tags.get(MANIFEST_TAG), what)
         with tempfile.TemporaryDirectory(prefix="crmscore-load-") as tmp:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
-            verify_manifest(path, expected, what)
+            path, _ = self.verified_download(name, version, tmp)
             with no_pickle():
                 return load_pyfunc(path)
+
+    def verified_download(self, name: str, version: int, dst: str | Path) -> tuple[Path, str]:
+        """Download ``name`` version ``version`` into ``dst`` and check it against its manifest.
+
+        Returns
+        -------
+        (Path, str)
+            The model folder and the manifest JSON it matched.
+
+        Raises
+        ------
+        ArtifactIntegrityError
+            A file changed, missing or added since registration, or no manifest was recorded.
+        """
+        what = f"{name} v{version}"
+        text = (self.client.get_model_version(name, str(version)).tags or {}).get(MANIFEST_TAG)
+        expected = parse_manifest(text, what)
+        path = _download_version(name, version, dst)
+        verify_manifest(path, expected, what)
+        return path, str(text)
 
     def promote(self, name: str, version: int, reason: str) -> None:
         """Move ``champion`` to ``version`` (see :func:`promote`)."""
         promote(self.client, name, version, reason)
+
+
+def _download_version(name: str, version: int, dst: str | Path) -> Path:
+    """The files of registered model ``name`` version ``version``, as the registry serves them."""
+    import mlflow.artifacts
+
+    uri = f"models:/{name}/{version}"
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 
 @contextlib.contextmanager
@@ -601,8 +620,6 @@ def export_champions(
     """
     import shutil
 
-    import mlflow.artifacts
-
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -615,11 +632,7 @@ def export_champions(
         if dest.exists():
             shutil.rmtree(dest)
         with tempfile.TemporaryDirectory(prefix="crmscore-export-") as tmp:
-            uri = f"models:/{name}/{version}"
-            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-            tags = session.client.get_model_version(name, str(version)).tags or {}
-            what = f"{name} v{version}"
-            verify_manifest(path, parse_manifest(tags.get(MANIFEST_TAG), what), what)
+            path, manifest = session.verified_download(name, version, tmp)
             shutil.copytree(path, dest)
         (root / f"{kind}.json").write_text(
             json.dumps(
@@ -627,7 +640,7 @@ def export_champions(
                     "registered_model": name,
                     "version": version,
                     "alias": CHAMPION,
-                    "manifest_sha256": tags.get(MANIFEST_TAG),
+                    "manifest_sha256": manifest,
                     "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
                 indent=2,

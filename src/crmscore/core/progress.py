@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-__all__ = ["stage"]
+__all__ = ["stage", "timed_stage"]
 
 log = logging.getLogger("crmscore")
 _console = Console(stderr=True)
@@ -31,3 +31,13 @@ def stage(what: str) -> Iterator[None]:
         log.info("%s …", what)
         yield
     log.info("%s: done in %.1f s", what, time.perf_counter() - start)
+
+
+@contextmanager
+def timed_stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[None]:
+    """:func:`stage` that also adds the block's wall time to ``timings[key]`` (when given)."""
+    start = time.perf_counter()
+    with stage(what):
+        yield
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start

@@ -122,7 +122,7 @@ def load_classifier(path: str | Path, cls: type[CalibratedModel]) -> CalibratedM
     spec: dict[str, Any] = json.loads((root / _MODEL_JSON).read_text(encoding="utf-8"))
     if spec.get("format") not in _CLASSIFIER_FORMATS:
         raise ValueError(f"{root}: not a crmscore classifier bundle (format {spec.get('format')!r})")
-    known = set(cls().get_params(deep=False))
+    known = set(cls._get_param_names())
     params = {k: v for k, v in spec.get("params", {}).items() if k in known}
     if "exclude_features" in params:
         params["exclude_features"] = tuple(params["exclude_features"])

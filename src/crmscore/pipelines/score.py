@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import Config
-from crmscore.core.progress import stage
+from crmscore.core.progress import stage, timed_stage
 from crmscore.core.schema import CRMData
 from crmscore.estimators.specs import SPECS, ModelSpec, get_spec
 from crmscore.scoring.apply import (
@@ -54,7 +54,6 @@ from crmscore.scoring.apply import (
     reasons_of,
     score_customers,
     score_leads,
-    timed_stage,
 )
 from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores
 
@@ -102,7 +101,8 @@ class ChampionModel:
 class ScoreRun:
     """What one scoring run produced.
 
-    ``timings`` holds the wall time (s) of each step: those of :func:`score_frames` plus
+    ``timings`` holds the wall time (s) of each step: those of
+    :func:`crmscore.scoring.apply.score_customers` / ``score_leads`` plus
     ``models`` (resolving and loading the champions), ``run_id`` (the digest of the input
     data), ``assemble`` (previous scores, score rows), ``write``
     (:func:`crmscore.io.scores.write_scores`; its own stages are in ``written.timings``) and
@@ -280,15 +280,15 @@ def _score_and_write(
         with _write_back(engine, cfg, timings) as writer:
             if outputs is not None and outputs.frames:
                 _customer_rows(engine, writer, as_of, cfg, outputs, run)
-            lead_out = score_leads(data, as_of, cfg, models, timings)
-            if lead_out is not None:
-                lead_kind = next(k for k, m in models.items() if m.spec.target == "lead")
+            leads = score_leads(data, as_of, cfg, models, timings)
+            if leads is not None:
+                lead_model, lead_out = leads
                 with timed_stage("assemble", "assembling the lead score rows", timings):
                     run.lead_scores = assemble_lead_scores(
                         lead_out,
                         as_of=as_of,
                         run_id=run.run_id,
-                        model_version=run.model_versions[lead_kind],
+                        model_version=run.model_versions[lead_model.kind],
                         scored_at=run.scored_at,
                     )
                 if writer is not None:
@@ -308,9 +308,7 @@ def _customer_rows(
     from crmscore.io.scores import read_previous_scores
 
     features, timings = outputs.features, run.timings
-    explained, explain = explain_mask(outputs, features, cfg)
-    if explained is not None:
-        outputs.frames[explained.kind]["top_reasons"] = None  # filled once the rows are on their way
+    explained, explain = explain_mask(outputs, cfg)  # reasons follow once the rows are on their way
     with timed_stage("assemble", "assembling the score rows", timings):
         previous = (
             read_previous_scores(

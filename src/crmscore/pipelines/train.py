@@ -282,7 +282,8 @@ def _champion_value(ts: Any, spec: ModelSpec, name: str, trained: TrainedModel, 
 
 
 def _check_reload(ts: Any, spec: ModelSpec, name: str, version: int, trained: TrainedModel) -> None:
-    """The registered pyfunc must reproduce the fitted model exactly (on a seeded sample)."""
+    """The registered pyfunc must reproduce every output of the fitted model exactly (on a seeded
+    sample of the evaluation rows)."""
     from crmscore.tracking import prepare_input
 
     rows = trained.check_rows
@@ -291,8 +292,8 @@ def _check_reload(ts: Any, spec: ModelSpec, name: str, version: int, trained: Tr
     loaded = ts.load_version(name, version)
     check = loaded.predict(prepare_input(spec, trained.model, rows))
     mine = spec.predict(trained.model, rows)
-    col = spec.outputs[0][0] if spec.higher_is_better else "predicted_clv"
-    if not np.array_equal(check[col].to_numpy(), mine[col].to_numpy()):
+    cols = spec.output_columns
+    if not check[cols].equals(mine[cols]):
         raise RuntimeError(
             f"{spec.kind}: the logged pyfunc does not reproduce the fitted model's predictions"
         )

@@ -11,9 +11,6 @@ Nothing is read or written here.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -22,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import Config
-from crmscore.core.progress import stage
+from crmscore.core.progress import timed_stage
 from crmscore.core.schema import CRMData
 from crmscore.scoring.explain import churn_rows_to_explain
 
@@ -31,9 +28,7 @@ __all__ = [
     "explain_mask",
     "reasons_of",
     "score_customers",
-    "score_frames",
     "score_leads",
-    "timed_stage",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,16 +43,6 @@ def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
         raise ValueError(
             f"{model.kind} model {model.name} v{model.version}: input column(s) missing: {missing}"
         )
-
-
-@contextmanager
-def timed_stage(key: str, what: str, timings: dict[str, float] | None) -> Iterator[None]:
-    """:func:`crmscore.core.progress.stage` that also adds the block's wall time to ``timings[key]``."""
-    start = time.perf_counter()
-    with stage(what):
-        yield
-    if timings is not None:
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
 def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
@@ -75,11 +60,9 @@ def reasons_of(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) 
     return np.array(model.model.reasons_json(X.iloc[rows], n=n), dtype=object)
 
 
-def explain_mask(
-    outputs: CustomerOutputs, features: pd.DataFrame, cfg: Config
-) -> tuple[ChampionModel | None, np.ndarray]:
+def explain_mask(outputs: CustomerOutputs, cfg: Config) -> tuple[ChampionModel | None, np.ndarray]:
     """The customer model to explain and the rows to explain (:func:`churn_rows_to_explain`), logged."""
-    model = outputs.explained
+    model, features = outputs.explained, outputs.features
     if model is None:
         return None, np.zeros(len(features), dtype=bool)
     mask, why = churn_rows_to_explain(outputs.frames[model.kind], outputs.value_frame, cfg, features)
@@ -161,45 +144,15 @@ def score_customers(
     return out
 
 
-def score_frames(
-    data: CRMData,
-    as_of: date,
-    cfg: Config,
-    models: dict[str, ChampionModel],
-    timings: dict[str, float] | None = None,
-) -> tuple[CustomerOutputs, pd.DataFrame | None]:
-    """Model outputs at ``as_of``: every customer kind's outputs (with reasons) and the open leads'.
-
-    Parameters
-    ----------
-    data : CRMData
-        Validated CRM data.
-    as_of : date
-        Scoring day.
-    cfg : Config
-        Full configuration.
-    models : dict
-        :func:`resolve_champions` output.
-    timings : dict, optional
-        Filled with the wall time (s) of each step.
-    """
-    outputs = score_customers(data, as_of, cfg, models, timings)
-    model, mask = explain_mask(outputs, outputs.features, cfg)
-    if model is not None:
-        with timed_stage("churn_reasons", "churn reasons", timings):
-            n = getattr(cfg, model.kind).n_reasons
-            outputs.frames[model.kind]["top_reasons"] = _reasons(model, outputs.features, mask, n)
-    return outputs, score_leads(data, as_of, cfg, models, timings)
-
-
 def score_leads(
     data: CRMData,
     as_of: date,
     cfg: Config,
     models: dict[str, ChampionModel],
     timings: dict[str, float] | None,
-) -> pd.DataFrame | None:
-    """Open-lead scores with their reasons; None without a lead champion or open leads."""
+) -> tuple[ChampionModel, pd.DataFrame] | None:
+    """The lead model and its open-lead scores with their reasons; None without a lead
+    champion or open leads."""
     from crmscore.features.tables import build_lead_features
 
     lead_models = [m for m in models.values() if m.spec.target == "lead"]
@@ -215,4 +168,4 @@ def score_leads(
         lead_out = leads.predict(lead_features)
     with timed_stage("lead_reasons", "lead reasons", timings):
         _explain_leads(leads, lead_features, lead_out, cfg)
-    return lead_out
+    return leads, lead_out
