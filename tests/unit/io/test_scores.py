@@ -352,7 +352,9 @@ _KILL_SCRIPT = textwrap.dedent(
     def slow(conn, kind, hist, latest, params, ids=None):
         n = real(conn, kind, hist, latest, params, ids)
         if kind.name == "customer":  # customer history + latest written, leads not yet
-            ready.write_text(str(n))
+            tmp = ready.with_suffix(".tmp")  # written whole, then renamed: never seen half-written
+            tmp.write_text(str(n))
+            tmp.replace(ready)
             time.sleep(120)
         return n
 
