@@ -30,7 +30,8 @@ from crmscore.pipelines.validate import run_validate
 
 __all__ = ["app", "main"]
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID_DATA = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID_DATA, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it: nothing of the run is committed
 KIND_LIST = ", ".join(SPECS)
 #: Smallest synthetic CRM on which the demo's churn model passes its gates with the default
 #: params (measured: 1,500 customers fail churn.min_positives, 2,000 pass; kept with a margin),
@@ -473,10 +474,11 @@ def run_score_command(
     worklist_dir: Path | None,
     write_back: bool,
     report: Any = None,
+    force: bool = False,
 ) -> None:
     """Score, write back, print a summary (shared by ``score`` and ``demo``)."""
     from crmscore.core.manifest import ArtifactIntegrityError
-    from crmscore.core.score_contract import ScoreValidationError
+    from crmscore.core.score_contract import InputGuardError, LockTimeoutError, ScoreValidationError
     from crmscore.pipelines.score import NoChampionError, run_score
 
     digest = getattr(report, "input_digest", None) or None
@@ -489,8 +491,11 @@ def run_score_command(
             worklist_dir=worklist_dir,
             write_back=write_back,
             input_digest=digest,
+            force=force,
         )
-    except (NoChampionError, ScoreValidationError, ArtifactIntegrityError) as exc:
+    except InputGuardError as exc:
+        _fail(f"{exc}; nothing was written (crmscore score --force writes anyway)", EXIT_REFUSED)
+    except (NoChampionError, ScoreValidationError, ArtifactIntegrityError, LockTimeoutError) as exc:
         _fail(str(exc), EXIT_FAILURE)
     versions = ", ".join(f"{v['name']} v{v['version']}" for v in run.model_versions.values())
     n_leads = 0 if run.lead_scores is None else len(run.lead_scores)
@@ -519,6 +524,14 @@ def score(
     write_back: Annotated[
         bool, typer.Option("--write/--no-write", help="Write the scores back to the CRM store.")
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write even when an input guard refuses (input volume dropped, inputs unlike the "
+            "training data); logged.",
+        ),
+    ] = False,
     folder: FolderOption = None,
 ) -> None:
     """Score every customer and open lead with the @champion models, write them to the CRM.
@@ -528,15 +541,17 @@ def score(
     whichever champions exist: the columns of a kind without a champion (or
     without its data) stay NULL and a note says why.
 
-    Exit codes: 0 ok; 1 no champion can score this CRM, or the scores fail
-    their checks; 2 usage or configuration error; 3 unusable data.
+    Exit codes: 0 ok; 1 no champion can score this CRM, the scores fail
+    their checks, a tampered model or a lock wait timed out; 2 usage or
+    configuration error; 3 unusable data; 4 refused by an input guard
+    (inputs truncated or unlike the training data: --force); 130 interrupted.
     """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of")
     if day is None:
         _fail("give --as-of: the scoring day (crmscore never assumes 'now')", EXIT_USAGE)
     data, report = _validated(cfg, day, for_scoring=True)
-    run_score_command(cfg, day, data, output, worklist_dir, write_back, report)
+    run_score_command(cfg, day, data, output, worklist_dir, write_back, report, force=force)
 
 
 @app.command()
@@ -640,8 +655,8 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(EXIT_FAILURE)
+        err.print("interrupted: nothing of this run was committed")
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # a usage error of the (vendored) click parser: its own message and code 2

@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "FeaturesConfig",
     "GenerateConfig",
+    "InputChecksConfig",
     "LeadsConfig",
     "ReportConfig",
     "ScoringConfig",
@@ -56,6 +57,9 @@ TABLE_NAMES: tuple[str, ...] = (
 TableName = Literal[
     "customers", "transactions", "leads", "lead_activities", "support_tickets", "marketing_spend"
 ]
+
+#: roles a column can have for the models (``data.tables.<table>.roles``)
+ColumnRole = Literal["identifier", "ownership", "pii", "free_text", "feature"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -175,6 +179,24 @@ class TableConfig(_Block):
 
     name: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    #: text encoding of a CSV file (folder source); a row with a byte that does not decode is
+    #: quarantined with reason ``bad_encoding``, the rest of the table is kept
+    encoding: str = "utf-8"
+    #: feature roles of columns (canonical names): identifier, ownership (owner, rep), pii and
+    #: free_text columns are never model features; ``feature`` opts a column back in that the
+    #: PII guard (``features.pii_guard``) would exclude
+    roles: dict[str, ColumnRole] = Field(default_factory=dict)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {v!r}") from exc
+        return v
 
 
 class QuarantineConfig(_Block):
@@ -270,6 +292,12 @@ class FeaturesConfig(_Block):
     #: refunds (amount < 0) are not purchases ("exclude") or count as lifetimes does ("include")
     refunds: Literal["exclude", "include"] = "exclude"
     lead_recent_days: tuple[int, ...] = (7, 30)
+    #: PII guard: a text attribute whose name or values look like an email, phone or person
+    #: name, or whose values are near-unique, is not a feature (noted in the validation report;
+    #: opt a column back in with ``data.tables.<table>.roles: {column: feature}``)
+    pii_guard: bool = True
+    #: near-unique: distinct values / non-missing values at or above this share (text columns)
+    near_unique_ratio: float = Field(0.9, gt=0, le=1)
 
 
 class _ClassifierBlock(_Block):
@@ -353,6 +381,21 @@ class ClvConfig(_Block):
     n_bootstrap: int = Field(200, ge=10)
 
 
+class InputChecksConfig(_Block):
+    """Thresholds of the scoring inputs' checks against a model's training data."""
+
+    unseen_warn: float = Field(0.05, ge=0, le=1)
+    unseen_refuse: float = Field(0.5, ge=0, le=1)
+    missing_warn: float = Field(0.1, ge=0, le=1)
+    missing_refuse: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InputChecksConfig:
+        if self.unseen_warn > self.unseen_refuse or self.missing_warn > self.missing_refuse:
+            raise ValueError("each *_warn threshold must be at most its *_refuse threshold")
+        return self
+
+
 class ScoringConfig(_Block):
     """Batch scoring outputs (``crmscore score``): tables, checks, trend, health score, worklist.
 
@@ -388,13 +431,36 @@ class ScoringConfig(_Block):
     explain_top_n: int = Field(10_000, ge=1)
     #: rows per executemany batch (SQLite and other non-PostgreSQL stores)
     chunksize: int = Field(100_000, ge=1)
+    #: input volume guard: refuse to write when an input count (rows per table, customers with
+    #: a purchase in the last year, open leads) fell by more than this share since the run of
+    #: the nearest earlier as_of (``crmscore score --force`` overrides, logged)
+    max_input_drop: float = Field(0.5, ge=0, le=1)
+    #: run log: one row per scoring run (inputs counted, model versions, settings digest)
+    runs_table: str = "score_runs"
+    #: customers (leads) absent from a run: "mark" keeps their latest row with its
+    #: last_scored_run; "delete" removes it from the latest table (the history keeps it)
+    absent_rows: Literal["mark", "delete"] = "mark"
+    #: wait at most this long for another run's write lock (then fail, naming the holder)
+    lock_timeout_s: float = Field(600.0, gt=0)
+    #: PostgreSQL idle_in_transaction_session_timeout of the writer's session
+    idle_in_transaction_timeout_s: float = Field(600.0, gt=0)
+    #: inputs checked against each model's training data: share of unseen category levels and
+    #: rise of the share of missing values per feature; warn above the first, refuse above the
+    #: second (``--force`` overrides, logged)
+    input_checks: InputChecksConfig = Field(default_factory=lambda: InputChecksConfig())
 
     @model_validator(mode="after")
     def _check(self) -> ScoringConfig:
-        keys = ("customer_scores_table", "customer_history_table", "lead_scores_table", "lead_history_table")
+        keys = (
+            "customer_scores_table",
+            "customer_history_table",
+            "lead_scores_table",
+            "lead_history_table",
+            "runs_table",
+        )
         names = [validate_identifier(getattr(self, k), f"scoring.{k}") for k in keys]
         if len(set(names)) != len(names):
-            raise ValueError("the four score tables need distinct names")
+            raise ValueError("the score tables (and scoring.runs_table) need distinct names")
         if any(w < 0 for w in self.health_weights.values()) or sum(self.health_weights.values()) <= 0:
             raise ValueError("health_weights must be >= 0 with a positive sum")
         if not self.csat_scale[0] < self.csat_scale[1]:

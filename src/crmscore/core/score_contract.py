@@ -21,6 +21,8 @@ __all__ = [
     "LEAD_SCORE_COLUMNS",
     "NO_PURCHASES",
     "TRENDS",
+    "InputGuardError",
+    "LockTimeoutError",
     "ScoreValidationError",
     "check_customer_scores",
     "check_lead_scores",
@@ -91,6 +93,19 @@ TRENDS: tuple[str, ...] = ("improving", "steady", "declining", "new")
 
 class ScoreValidationError(ValueError):
     """Scores failed a check before writing; the message names the table, column and problem."""
+
+
+class InputGuardError(ScoreValidationError):
+    """The inputs look truncated or unlike the training data: nothing is written.
+
+    Raised by the input volume guard (``scoring.max_input_drop``) and the input checks against
+    a model's training data (``scoring.input_checks``); ``crmscore score --force`` overrides
+    both (logged). The CLI exits with code 4.
+    """
+
+
+class LockTimeoutError(RuntimeError):
+    """Another run held the score tables' write lock longer than ``scoring.lock_timeout_s``."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -211,6 +211,7 @@ def run_score(
     write_back: bool = True,
     run_id: str | None = None,
     input_digest: Mapping[str, str] | None = None,
+    force: bool = False,
 ) -> ScoreRun:
     """Score every customer and open lead at ``as_of`` with the champions there are, and write.
 
@@ -233,6 +234,10 @@ def run_score(
     input_digest : mapping, optional
         ``ValidationReport.input_digest`` of ``data``: the run id then digests the inputs as
         read (fast on Arrow-backed tables) instead of hashing the validated tables again.
+    force : bool
+        Write even when an input guard refuses (the input volume dropped beyond
+        ``scoring.max_input_drop``, inputs unlike a model's training data); logged as a warning
+        and kept in the run's notes.
 
     Raises
     ------
