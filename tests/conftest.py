@@ -7,7 +7,9 @@ Layout (markers are added by folder, see :func:`pytest_collection_modifyitems`):
 * ``tests/integration/``: the CLI, whole pipelines, PostgreSQL and MLflow end to end
   (``integration``); the trained CRM they share lives in ``tests/integration/conftest.py``;
 * ``tests/oracle/``: published values, lifetimes equivalence, parameter recovery and
-  property tests (``oracle``).
+  property tests (``oracle``);
+* ``tests/reliability/``: the probes of an attacker or an unlucky operator, end to end
+  (``reliability``): each asserts that nothing was lost and nothing leaked.
 
 Fixtures used by more than one folder (the CDNOW sample and its fit, a small validated CRM
 with a CLV model) are session-scoped here; helpers shared by several files are in ``helpers.py``.
@@ -34,6 +36,8 @@ FOLDER_MARKERS = {
     "unit": "unit: tests of one module of src/crmscore (tests/unit/)",
     "integration": "integration: CLI, whole pipelines, PostgreSQL or MLflow end to end (tests/integration/)",
     "oracle": "oracle: published values, lifetimes equivalence, recovery and property tests (tests/oracle/)",
+    "reliability": "reliability: attacks and accidents end to end (kill -9, tampering, canaries, truncated "
+    "inputs, near-replays, stuck locks), each asserting nothing lost and nothing leaked (tests/reliability/)",
 }
 
 
