@@ -5,7 +5,8 @@ Layout (markers are added by folder, see :func:`pytest_collection_modifyitems`):
 
 * ``tests/unit/``: one file per module of ``src/crmscore`` (``unit``);
 * ``tests/integration/``: the CLI, whole pipelines, PostgreSQL and MLflow end to end
-  (``integration``); the trained CRM they share lives in ``tests/integration/conftest.py``;
+  (``integration``); the trained CRM they share lives in ``tests/projects.py`` (its fixtures
+  imported by ``tests/integration/conftest.py`` and ``tests/reliability/conftest.py``);
 * ``tests/oracle/``: published values, lifetimes equivalence, parameter recovery and
   property tests (``oracle``);
 * ``tests/reliability/``: the probes of an attacker or an unlucky operator, end to end

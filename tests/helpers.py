@@ -106,6 +106,117 @@ def assemble(previous: pd.DataFrame | None = None, cfg: ScoringConfig = SCORING_
     )  # fmt: skip
 
 
+# ------------------------------------- score write-back (unit/io/test_scores.py, reliability)
+
+#: the four score tables, as :func:`crmscore.io.scores.read_scores` names them
+SCORE_TABLES = ("customer_scores", "customer_history", "lead_scores", "lead_history")
+
+
+def make_customer_scores(
+    n: int,
+    *,
+    run_id: str = "run-1",
+    as_of: str = "2026-01-31",
+    seed: int = 0,
+    scored_at: datetime | None = None,
+    previous: pd.DataFrame | None = None,
+    cfg: ScoringConfig = SCORING_CFG,
+) -> pd.DataFrame:
+    """Assembled customer scores for ``n`` synthetic customers (10 % without a purchase)."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"C{i:07d}" for i in range(n)], name="customer_id")
+    buyer = np.arange(n) % 10 != 0
+    features = pd.DataFrame(
+        {
+            "recency_days": np.where(buyer, rng.integers(0, 400, n), np.nan),
+            "n_purchases": np.where(buyer, rng.integers(1, 20, n), 0),
+            "tenure_days": rng.integers(0, 1500, n).astype(float),
+            "purchase_trend": rng.uniform(-1, 1, n),
+            "tickets_open": rng.integers(0, 3, n).astype(float),
+            "csat_mean": rng.uniform(1, 5, n),
+            "rfm_segment": np.where(buyer, "Loyal", "No purchases"),
+        },
+        index=ids,
+    )
+    p = rng.uniform(0, 1, n)
+    band = np.where(p >= 0.5, "high", np.where(p >= 0.25, "medium", "low"))
+    reason = '[{"feature": "recency_days", "label": "Days since last purchase", "value": 120, '
+    reason += '"direction": "increases", "contribution": 0.5}, {"feature": "note", "label": "Note \\"q\\"", '
+    reason += '"value": "a,b\\nc", "direction": "decreases", "contribution": -0.25}]'
+    churn = pd.DataFrame(
+        {"churn_probability": p, "churn_risk": band, "top_reasons": np.where(band == "low", None, reason)},
+        index=ids,
+    )
+    b = ids[buyer]
+    clv_point = rng.gamma(2.0, 100.0, len(b))
+    ep = rng.uniform(0, 5, len(b))
+    clv = pd.DataFrame(
+        {"p_alive": rng.uniform(0, 1, len(b)), "expected_purchases": ep, "predicted_clv": clv_point}, index=b
+    )
+    interval = pd.DataFrame(
+        {
+            "expected_purchases_lower": ep * 0.8,
+            "expected_purchases_upper": ep * 1.3,
+            "predicted_clv_lower": clv_point * 0.7,
+            "predicted_clv_upper": clv_point * 1.5,
+        },
+        index=b,
+    )
+    return assemble_customer_scores(
+        features, churn, clv, interval, as_of=as_of, run_id=run_id,
+        model_versions={"churn": ("crmscore-churn", "1"), "clv": ("crmscore-clv", "1")},
+        scored_at=scored_at or datetime(2026, 2, 1, 6, 0, 0, 123456, tzinfo=UTC), previous=previous, cfg=cfg,
+    )  # fmt: skip
+
+
+def make_lead_scores(
+    n: int, *, run_id: str = "run-1", as_of: str = "2026-01-31", seed: int = 1
+) -> pd.DataFrame:
+    """Assembled lead scores for ``n`` synthetic open leads (no reasons)."""
+    from crmscore.scoring.rows import assemble_lead_scores
+
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 1, n)
+    score = np.floor(100 * p + 0.5).astype(np.int64)
+    grade = np.select([score >= 75, score >= 50, score >= 25], ["A", "B", "C"], "D")
+    out = pd.DataFrame(
+        {"conversion_probability": p, "lead_score": score, "lead_grade": grade, "top_reasons": None},
+        index=pd.Index([f"L{i:06d}" for i in range(n)], name="lead_id"),
+    )
+    return assemble_lead_scores(
+        out, as_of=as_of, run_id=run_id, model_version=("crmscore-leads", "4"),
+        scored_at=datetime(2026, 2, 1, 6, 0, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def score_snapshot(engine, schema: str | None, cfg: ScoringConfig = SCORING_CFG) -> dict[str, pd.DataFrame]:
+    """The four score tables as :func:`crmscore.io.scores.read_scores` reads them."""
+    from crmscore.io.scores import read_scores
+
+    return {w: read_scores(engine, cfg, w, schema=schema) for w in SCORE_TABLES}  # type: ignore[arg-type]
+
+
+def assert_same_scores(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    """Two :func:`score_snapshot` results are equal, table by table."""
+    for k in SCORE_TABLES:
+        pd.testing.assert_frame_equal(a[k], b[k], obj=k)
+
+
+def as_read(df: pd.DataFrame, *, latest: bool = False) -> pd.DataFrame:
+    """An assembled frame typed as :func:`crmscore.io.scores.read_scores` gives it back.
+
+    ``latest``: as a latest table gives it back, with ``absent_since`` NULL (every row scored).
+    """
+    import crmscore.io.scores as scores_io
+
+    kinds = scores_io.CUSTOMER_SCORE_COLUMNS if "customer_id" in df else scores_io.LEAD_SCORE_COLUMNS
+    key = "customer_id" if "customer_id" in df else "lead_id"
+    out = scores_io._normalise(df, kinds).sort_values(key).reset_index(drop=True)
+    if latest:
+        out["absent_since"] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    return out
+
+
 # --------------------------------------------------------------- readers (unit/io)
 
 TABLE_NAMES = {t: t for t in ("customers", "transactions", "support_tickets")}

@@ -1,7 +1,9 @@
 """The ``crmscore`` command line.
 
 Each command parses its options, loads ``params.yaml`` once and calls one pipeline
-function. Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 invalid data.
+function. Exit codes (README.md, "Exit codes"): 0 ok, 1 failure, 2 usage or configuration
+error, 3 unusable data, 4 refused by an input guard (``score``; ``--force``), 130 interrupted
+(SIGINT: nothing of the run committed).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from datetime import date
 from enum import StrEnum
@@ -32,6 +35,7 @@ __all__ = ["app", "main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID_DATA, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it: nothing of the run is committed
+EXIT_TERMINATED = 143  # SIGTERM (a scheduler stopping the job): the same clean stop as SIGINT
 KIND_LIST = ", ".join(SPECS)
 #: Smallest synthetic CRM on which the demo's churn model passes its gates with the default
 #: params (measured: 1,500 customers fail churn.min_positives, 2,000 pass; kept with a margin),
@@ -47,7 +51,8 @@ app = typer.Typer(
     name="crmscore",
     help=(
         "Score customers and leads from CRM data: churn, lead conversion and lifetime value.\n\n"
-        "Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 invalid data."
+        "Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 unusable data, "
+        "4 refused by an input guard (score --force), 130 interrupted, 143 terminated (nothing committed)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -58,6 +63,7 @@ app = typer.Typer(
 class _State:
     params: Path = Path("params.yaml")
     verbose: bool = False
+    terminated: bool = False  # SIGTERM received (exit 143 instead of 130)
 
 
 _state = _State()
@@ -248,7 +254,10 @@ def validate(
 ) -> None:
     """Check the CRM data against the data contract and report every problem at once.
 
-    Exits 3 when the data is unusable.
+    Exit codes: 0 the data is usable (rows set aside are counted, with their
+    reason, in the quarantine folder); 1 failure; 2 usage or configuration error; 3
+    unusable data (a required table missing, empty or unreadable, a required
+    column missing, a column name twice ...).
     """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of")
@@ -290,7 +299,10 @@ def features(
     ] = None,
     folder: FolderOption = None,
 ) -> None:
-    """Write the point-in-time feature table (one row per customer) for a cutoff day."""
+    """Write the point-in-time feature table (one row per customer) for a cutoff day.
+
+    Exit codes: 0 ok; 1 failure; 2 usage or configuration error; 3 unusable data.
+    """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of") or cfg.features.as_of
     if day is None:
@@ -479,6 +491,7 @@ def run_score_command(
     """Score, write back, print a summary (shared by ``score`` and ``demo``)."""
     from crmscore.core.manifest import ArtifactIntegrityError
     from crmscore.core.score_contract import InputGuardError, LockTimeoutError, ScoreValidationError
+    from crmscore.io.score_lock import WriterSessionTimeoutError
     from crmscore.pipelines.score import NoChampionError, run_score
 
     digest = getattr(report, "input_digest", None) or None
@@ -495,7 +508,13 @@ def run_score_command(
         )
     except InputGuardError as exc:
         _fail(f"{exc}; nothing was written (crmscore score --force writes anyway)", EXIT_REFUSED)
-    except (NoChampionError, ScoreValidationError, ArtifactIntegrityError, LockTimeoutError) as exc:
+    except (
+        NoChampionError,
+        ScoreValidationError,
+        ArtifactIntegrityError,
+        LockTimeoutError,
+        WriterSessionTimeoutError,
+    ) as exc:
         _fail(str(exc), EXIT_FAILURE)
     versions = ", ".join(f"{v['name']} v{v['version']}" for v in run.model_versions.values())
     n_leads = 0 if run.lead_scores is None else len(run.lead_scores)
@@ -508,6 +527,10 @@ def run_score_command(
         out.print(
             f"written to the CRM: latest {run.written.latest_updated}, history {run.written.history_inserted}"
         )
+        if not run.written.runs_logged and not any(run.written.history_inserted.values()):
+            # the same run id: the same logical inputs, models and settings (docs/scoring.md)
+            note = f"replay: run {run.run_id} of {day} was already written: nothing changed"
+            out.print(note, highlight=False)
     for path in run.files:
         out.print(f"wrote {path}", highlight=False)
 
@@ -568,7 +591,10 @@ def report(
     ] = None,
     folder: FolderOption = None,
 ) -> None:
-    """Write the KPI and model report: one self-contained HTML file and a JSON file of every number."""
+    """Write the KPI and model report: one self-contained HTML file and a JSON file of every number.
+
+    Exit codes: 0 ok; 1 failure; 2 usage or configuration error; 3 unusable data.
+    """
     from crmscore.pipelines.report import run_report
 
     cfg = _source_option_overrides(_config(), folder)
@@ -598,6 +624,10 @@ def demo(
 
     generate → validate → features → train (MLflow) → score (written back to the CRM, worklist)
     → report, as of the last day of the synthetic data.
+
+    Exit codes: 0 ok; 1 a model kind failed or scoring failed; 2 usage error
+    (too few --customers); 3 unusable data; 4 scoring refused by an input
+    guard (score --force writes anyway).
     """
     from crmscore.pipelines.generate import run_generate
     from crmscore.pipelines.report import run_report
@@ -644,9 +674,31 @@ def _quiet_openmp_waits() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+_INTERRUPTED = "interrupted: nothing of this run was committed"
+_TERMINATED = "terminated (SIGTERM): nothing of this run was committed"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so the open transaction rolls back."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _state.terminated = True
+    raise _Terminated()
+
+
+def _stopped() -> NoReturn:
+    if _state.terminated:
+        err.print(_TERMINATED)
+        sys.exit(EXIT_TERMINATED)
+    err.print(_INTERRUPTED)
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def main() -> None:
     """Console-script entry point with the documented exit codes."""
     _quiet_openmp_waits()
+    signal.signal(signal.SIGTERM, _on_sigterm)  # a stopped job rolls back like Ctrl-C, exit 143
     try:
         code = app(standalone_mode=False)
     except typer.Exit as exc:
@@ -655,8 +707,7 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted: nothing of this run was committed")
-        sys.exit(EXIT_INTERRUPTED)
+        _stopped()
     except Exception as exc:
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # a usage error of the (vendored) click parser: its own message and code 2
@@ -666,4 +717,6 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {exc.__class__.__name__}: {exc}", highlight=False)
         err.print("run with -v for the full traceback")
         sys.exit(EXIT_FAILURE)
+    if code == EXIT_INTERRUPTED:  # typer returns a KeyboardInterrupt as this code, silently
+        _stopped()
     sys.exit(code if isinstance(code, int) else EXIT_OK)

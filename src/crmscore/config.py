@@ -386,7 +386,7 @@ class InputChecksConfig(_Block):
 
     unseen_warn: float = Field(0.05, ge=0, le=1)
     unseen_refuse: float = Field(0.5, ge=0, le=1)
-    missing_warn: float = Field(0.1, ge=0, le=1)
+    missing_warn: float = Field(0.15, ge=0, le=1)
     missing_refuse: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -437,8 +437,9 @@ class ScoringConfig(_Block):
     max_input_drop: float = Field(0.5, ge=0, le=1)
     #: run log: one row per scoring run (inputs counted, model versions, settings digest)
     runs_table: str = "score_runs"
-    #: customers (leads) absent from a run: "mark" keeps their latest row with its
-    #: last_scored_run; "delete" removes it from the latest table (the history keeps it)
+    #: customers (leads) absent from the newest run: "mark" keeps their latest row and sets its
+    #: absent_since (the as_of of the first run without them); "delete" removes it from the
+    #: latest table (the history keeps it)
     absent_rows: Literal["mark", "delete"] = "mark"
     #: wait at most this long for another run's write lock (then fail, naming the holder)
     lock_timeout_s: float = Field(600.0, gt=0)

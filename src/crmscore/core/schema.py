@@ -8,7 +8,9 @@ canonical column names and dtypes, whatever the source called them:
 * amounts and other numbers: ``float64``;
 * categories and free text: ``str`` (missing values stay missing).
 
-Extra columns of ``customers`` and ``leads`` are kept as attributes (features).
+Extra columns of ``customers`` and ``leads`` are kept as attributes; each column's role
+(``feature`` or not: identifiers, owners, personal data, free text) is decided once per dataset
+by ``crmscore.ingest.roles`` and stored in :attr:`CRMData.roles`.
 """
 
 from __future__ import annotations
@@ -165,6 +167,10 @@ class CRMData:
     support_tickets: pd.DataFrame | None = None
     marketing_spend: pd.DataFrame | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    #: table → column → role (``identifier``, ``ownership``, ``pii``, ``free_text``, ``feature``),
+    #: decided at validation on the whole tables (``crmscore.ingest.roles``); empty when the data
+    #: were not validated (the feature modules then decide on the fly)
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def get(self, table: str) -> pd.DataFrame | None:
         """Return ``table`` or ``None`` when absent."""

@@ -3,15 +3,19 @@
 A bundle is a folder. Nothing in it is executable or unpickled on load:
 
 * classifiers (:class:`~crmscore.estimators.classifier.CalibratedModel` heads): ``booster.txt``
-  (LightGBM's own text format) and ``model.json`` (format ``crmscore.classifier/2``: the kind,
+  (LightGBM's own text format) and ``model.json`` (format ``crmscore.classifier/3``: the kind,
   the estimator's parameters, the preparer's feature list, kinds and categories, the
+  ``training_inputs`` record (each feature's share of missing values on the training rows,
+  what scoring compares its inputs with: :mod:`crmscore.scoring.input_checks`), the
   calibrator's numbers and the package versions);
 * CLV (:class:`~crmscore.estimators.clv.ClvModel`): ``clv.json`` (its fitted parameters,
   covariances and diagnostics) and a ``model.json`` naming the kind.
 
 Loading rebuilds the fitted estimator itself (nothing is refitted), so a loaded model predicts
 through the very method that training evaluated (``predict_frame``). Bundles of the earlier
-format ``crmscore.classifier/1`` (no parameters stored) still load.
+formats still load: ``crmscore.classifier/2`` (no ``training_inputs``: scoring checks their
+inputs' types and category levels, not the rise of missing values) and
+``crmscore.classifier/1`` (no parameters stored either).
 
 Which class a kind loads into is the kind's spec (:mod:`crmscore.estimators.specs`): this module
 knows no kind.
@@ -39,8 +43,8 @@ __all__ = [
     "save_clv",
 ]
 
-CLASSIFIER_FORMAT = "crmscore.classifier/2"
-_CLASSIFIER_FORMATS = ("crmscore.classifier/1", CLASSIFIER_FORMAT)
+CLASSIFIER_FORMAT = "crmscore.classifier/3"
+_CLASSIFIER_FORMATS = ("crmscore.classifier/1", "crmscore.classifier/2", CLASSIFIER_FORMAT)
 CLV_FORMAT = "crmscore.clv/1"
 _MODEL_JSON = "model.json"
 _BOOSTER = "booster.txt"
@@ -98,6 +102,7 @@ def save_classifier(model: CalibratedModel, kind: str, path: str | Path) -> Path
         "categories": {k: list(v) for k, v in prep.categories_.items()},
         "exclude": list(prep.exclude),
         "feature_names_in": [str(c) for c in prep.feature_names_in_],
+        "training_inputs": {"missing_share": {k: float(v) for k, v in prep.missing_share_.items()}},
         "calibrator": model.calibrator_.to_dict(),
         "thresholds": dict(model._thresholds()),
         "versions": package_versions(),
@@ -133,6 +138,9 @@ def load_classifier(path: str | Path, cls: type[CalibratedModel]) -> CalibratedM
     prep.features_ = list(spec["features"])
     prep.numeric_ = list(spec["numeric"])
     prep.categories_ = {k: list(v) for k, v in spec["categories"].items()}
+    recorded = spec.get("training_inputs", {}).get("missing_share")
+    if recorded is not None:  # format 3 on; older bundles have no record (checked without it)
+        prep.missing_share_ = {k: float(v) for k, v in recorded.items()}
     prep.n_features_in_ = len(prep.feature_names_in_)
     model.preparer_ = prep
     model.booster_ = lgb.Booster(model_file=str(root / _BOOSTER))

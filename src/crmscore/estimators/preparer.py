@@ -5,12 +5,18 @@
 categorical columns become ``category`` dtype with exactly those categories, so LightGBM uses
 them natively and a category never seen in training becomes missing. Timestamps and timedeltas
 are never features (their time of knowledge is unknown).
+
+The fit also records each feature's share of missing values on the training rows
+(``missing_share_``); :meth:`FramePreparer.profile` gives the per-feature record (kind, levels,
+missing share) that scoring compares its inputs with (:mod:`crmscore.scoring.input_checks`).
+No raw value is kept beyond the categories the model needs anyway.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -18,7 +24,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from crmscore.core.ids import categorical_from_text, text_codes
 
-__all__ = ["FramePreparer", "is_categorical"]
+__all__ = ["FeatureProfile", "FramePreparer", "is_categorical"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +37,30 @@ def is_categorical(s: pd.Series) -> bool:
         or pd.api.types.is_datetime64_any_dtype(s)
         or pd.api.types.is_timedelta64_dtype(s)
     )
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    """What a model learned about one input column at training (compared at scoring).
+
+    Attributes
+    ----------
+    name : str
+        The column.
+    kind : {"numeric", "categorical"}
+        Numeric (and boolean) features are float64 to the model; categorical ones are text
+        levels.
+    missing_share : float or None
+        Share of the training rows where the value was missing (None: not recorded, a bundle
+        older than the record).
+    levels : tuple of str or None
+        The categorical levels seen at training (None for a numeric feature).
+    """
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    missing_share: float | None = None
+    levels: tuple[str, ...] | None = None
 
 
 def _as_text(s: pd.Series) -> pd.Series:
@@ -57,6 +87,9 @@ class FramePreparer(TransformerMixin, BaseEstimator):
         Numeric and boolean features (as float64).
     categories_ : dict of str to list of str
         Categorical features and their categories (sorted text of the values seen at fit).
+    missing_share_ : dict of str to float
+        Share of the fit rows where each feature is missing (absent on a model loaded from a
+        bundle older than ``crmscore.classifier/3``).
     """
 
     def __init__(self, exclude: tuple[str, ...] = ()) -> None:
@@ -71,6 +104,8 @@ class FramePreparer(TransformerMixin, BaseEstimator):
         self.features_: list[str] = []
         self.numeric_: list[str] = []
         self.categories_: dict[str, list[str]] = {}
+        self.missing_share_: dict[str, float] = {}
+        n = len(X)
         for col in X.columns:
             s = X[col]
             if col in drop:
@@ -83,6 +118,7 @@ class FramePreparer(TransformerMixin, BaseEstimator):
                 self.categories_[str(col)] = sorted(_as_text(s).dropna().unique().tolist())
             else:
                 self.numeric_.append(str(col))
+            self.missing_share_[str(col)] = float(s.isna().sum() / n) if n else 0.0
         if not self.features_:
             raise ValueError("no feature columns left after exclusions")
         self.n_features_in_ = len(self.feature_names_in_)
@@ -119,6 +155,18 @@ class FramePreparer(TransformerMixin, BaseEstimator):
                         logger.warning("%r: %d non-numeric value(s) set to missing", col, bad)
                 out[col] = v.to_numpy()
         return pd.DataFrame(out, index=X.index)
+
+    def profile(self) -> list[FeatureProfile]:
+        """Each model input's training record, in feature order (see :class:`FeatureProfile`)."""
+        shares = getattr(self, "missing_share_", None)
+        out = []
+        for col in self.features_:
+            share = None if shares is None or col not in shares else float(shares[col])
+            if col in self.categories_:
+                out.append(FeatureProfile(col, "categorical", share, tuple(self.categories_[col])))
+            else:
+                out.append(FeatureProfile(col, "numeric", share))
+        return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """The model input columns."""

@@ -147,6 +147,10 @@ class ModelSpec:
         ``f(model, rows) -> DataFrame`` of the outputs' interval bounds, when the kind has them.
     explainable : bool
         Whether per-row reasons (``model.reasons_json``) exist for the kind.
+    profile : callable or None
+        ``f(model) -> list of FeatureProfile``: what the model recorded of each input at
+        training (kind, levels, missing share), compared with the scoring inputs
+        (:mod:`crmscore.scoring.input_checks`); None: the input signature's types only.
     """
 
     kind: str
@@ -168,6 +172,7 @@ class ModelSpec:
     select_rows: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame
     interval: Callable[[Any, pd.DataFrame], pd.DataFrame] | None = None
     explainable: bool = False
+    profile: Callable[[Any], list[Any]] | None = None
 
     def registered_name(self, cfg: Config) -> str:
         """The kind's registered model name (``tracking.registered_names.<kind>``)."""
@@ -282,7 +287,10 @@ def _train_churn(data: CRMData, as_of: date, cfg: Config) -> TrainedModel:
     from crmscore.features.tables import build_churn_training_set
 
     if cfg.churn.definition == "label":
-        frame = snapshot_churn_set(data.customers, cfg.churn)  # type: ignore[arg-type]
+        from crmscore.ingest.roles import roles_for
+
+        roles = roles_for(data, "customers", cfg)
+        frame = snapshot_churn_set(data.customers, cfg.churn, roles=roles)  # type: ignore[arg-type]
     else:
         last = as_of - timedelta(days=cfg.churn.horizon_days)
         with stage(f"churn features at {cfg.features.cutoffs} cutoffs up to {last}"):
@@ -329,6 +337,7 @@ def _classifier_spec(
         save=lambda model, path: _bundles().save_classifier(model, kind, path),
         load=lambda path: _bundles().load_classifier(path, estimator),
         explainable=True,
+        profile=lambda model: model.preparer_.profile(),
         **kw,
     )
 
@@ -469,6 +478,17 @@ def _clv_predict(model: Any, X: pd.DataFrame) -> pd.DataFrame:
     return model.predict(X[list(BTYD_COLUMNS)])
 
 
+def _clv_profile(model: Any) -> list[Any]:
+    """The CLV inputs: numeric, never missing at training (the fit refuses missing values).
+
+    Their range (finite, ``frequency`` a non-negative integer, ``0 <= recency <= T``) is the
+    model's own check at prediction.
+    """
+    from crmscore.estimators.preparer import FeatureProfile
+
+    return [FeatureProfile(c, "numeric", 0.0) for c in BTYD_COLUMNS]
+
+
 def _buyers(features: pd.DataFrame) -> pd.DataFrame:
     """The BTYD columns of the customers with a purchase (BG/NBD has no estimate for others)."""
     if "frequency" not in features.columns:
@@ -518,6 +538,7 @@ def _build_specs() -> dict[str, ModelSpec]:
         load=_bundles().load_clv,
         select_rows=_buyers,
         interval=lambda model, rows: model.predict_interval(rows),
+        profile=_clv_profile,
     )
     return {s.kind: s for s in (churn, leads, clv)}
 

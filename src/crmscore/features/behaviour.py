@@ -11,7 +11,9 @@ Values only known later are treated as unknown at the cutoff:
 
 Attribute columns of ``customers`` are snapshot values: they are used as given (numeric as
 float64, text as a ``category`` whose categories are the sorted values of the customers known
-at the cutoff), so keep attributes that are only set after the outcome out of the table.
+at the cutoff), so keep attributes that are only set after the outcome out of the table. Only
+columns whose role is ``feature`` are used (:mod:`crmscore.ingest.roles`: identifiers, the
+account's owner or rep, personal data and free text never are).
 
 Transactions with ``amount < 0`` are refunds: they feed ``n_refunds`` and ``refund_amount`` and
 are not purchases (``crmscore.features.btyd.purchase_mask``). Time features are whole UTC days:
@@ -21,7 +23,7 @@ a purchase on the cutoff day has ``recency_days`` 0.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,7 @@ import pandas as pd
 from crmscore.core.ids import categorical_from_text, id_index, isin, sorted_unique, text_codes
 from crmscore.core.time import DateLike, as_of_day_number, cutoff_end, day_index
 from crmscore.features.btyd import RefundRule, purchase_mask
+from crmscore.ingest.roles import decide_roles, non_features
 
 __all__ = [
     "CUSTOMER_NON_FEATURES",
@@ -448,29 +451,41 @@ def _as_feature(values: pd.Series, name: str) -> pd.Series | None:
 
 
 def attribute_features(
-    customers: pd.DataFrame, ids: pd.Index, as_of: DateLike, *, exclude: Iterable[str] = ()
+    customers: pd.DataFrame,
+    ids: pd.Index,
+    as_of: DateLike,
+    *,
+    exclude: Iterable[str] = (),
+    roles: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Customer attributes carried through as features, plus ``tenure_days``.
 
     Parameters
     ----------
     customers : DataFrame
-        Canonical customers (unique ``customer_id``). Not modified.
+        Canonical customers (unique ``customer_id``), the whole table. Not modified.
     ids : Index
         Customers known at ``as_of``.
     as_of : date-like
         Cutoff day.
     exclude : iterable of str
         Further columns that are not features (label columns).
+    roles : mapping, optional
+        Column → role (:mod:`crmscore.ingest.roles`, ``CRMData.roles["customers"]``); only
+        ``feature`` columns are used. ``None``: decided here on ``customers`` with the default
+        rules (no declared roles, PII guard on).
 
     Returns
     -------
     DataFrame
         Index ``ids``. ``tenure_days`` = whole days from ``created_at`` to ``as_of`` (NaN when
-        unknown); every other column except :data:`CUSTOMER_NON_FEATURES`, ``exclude`` and
-        timestamps, numeric as float64 and text as ``category``.
+        unknown); every other column whose role is ``feature`` except
+        :data:`CUSTOMER_NON_FEATURES`, ``exclude`` and timestamps, numeric as float64 and text
+        as ``category``.
     """
-    drop = CUSTOMER_NON_FEATURES | set(exclude)
+    if roles is None:
+        roles = decide_roles("customers", customers).roles
+    drop = CUSTOMER_NON_FEATURES | set(exclude) | non_features(roles, customers.columns)
     rows = customers.drop_duplicates("customer_id", keep="first").set_index("customer_id")
     rows = rows.reindex(ids)
     out: dict[str, pd.Series] = {}
@@ -499,10 +514,12 @@ def behaviour_features(
     trend_window_days: int = 90,
     refunds: RefundRule = "exclude",
     exclude: Iterable[str] = (),
+    roles: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """All churn behaviour features for the customers known at ``as_of``.
 
     A missing table (``None``) means its features are absent (logged), never an error.
+    ``roles`` are the feature roles of the customers' columns (see :func:`attribute_features`).
 
     Returns
     -------
@@ -530,7 +547,7 @@ def behaviour_features(
     else:
         logger.info("no support_tickets table: ticket features absent")
     if customers is not None:
-        parts.append(attribute_features(customers, ids, as_of, exclude=exclude))
+        parts.append(attribute_features(customers, ids, as_of, exclude=exclude, roles=roles))
     else:
         logger.info("no customers table: attribute features absent")
     return pd.concat(parts, axis=1)

@@ -4,20 +4,24 @@ Rows: the leads known at ``as_of`` (``created_at < cutoff_end(as_of)``), by defa
 still open then (``converted_at`` missing or not before ``cutoff_end``), the ones a scorer
 scores. Features:
 
-* lead attributes: every column of ``leads`` except ``lead_id``, ``created_at``,
-  ``converted_at``, ``customer_id`` (both only known at conversion), label columns and
-  timestamps; numeric as float64, text as ``category`` (sorted categories of the rows shown);
+* lead attributes: every column of ``leads`` whose role is ``feature``
+  (:mod:`crmscore.ingest.roles`: identifiers, owners or reps, personal data and free text never
+  are) except ``lead_id``, ``created_at``, ``converted_at``, ``customer_id`` (both only known at
+  conversion), label columns and timestamps; numeric as float64, text as ``category`` (sorted
+  categories of the rows shown);
 * ``lead_age_days``: whole days from creation to ``as_of``;
 * from the activities known at ``as_of`` (``ts < cutoff_end``): ``n_activities``,
   ``activities_{d}d`` for the recent windows, ``days_since_last_activity`` (NaN without one)
   and one ``activity_<type>`` count per activity type seen by then (type names lower-cased,
-  non-alphanumerics replaced by ``_``).
+  non-alphanumerics replaced by ``_``); types with fewer than :data:`MIN_ACTIVITY_TYPE_ROWS`
+  activities at the cutoff are pooled as ``activity_other``, so a free-text value typed into
+  the type column never becomes a feature name stored in the model.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,11 +30,23 @@ from crmscore.core.ids import id_index
 from crmscore.core.serial import slug
 from crmscore.core.time import DateLike, as_of_day_number, cutoff_end, day_index
 from crmscore.features.behaviour import _as_feature
+from crmscore.ingest.roles import decide_roles, non_features
 
-__all__ = ["LEAD_NON_FEATURES", "lead_features", "open_lead_mask", "window_closed_mask"]
+__all__ = [
+    "LEAD_NON_FEATURES",
+    "MIN_ACTIVITY_TYPE_ROWS",
+    "lead_features",
+    "open_lead_mask",
+    "window_closed_mask",
+]
 
 logger = logging.getLogger(__name__)
 
+
+#: An activity type becomes its own ``activity_<type>`` feature (its name stored in the model)
+#: only with at least this many activities at the cutoff; rarer types count as ``activity_other``
+#: (free text typed into the type column never becomes a feature name).
+MIN_ACTIVITY_TYPE_ROWS = 20
 
 #: Columns of ``leads`` that are never features.
 LEAD_NON_FEATURES: frozenset[str] = frozenset({"lead_id", "created_at", "converted_at", "customer_id"})
@@ -63,6 +79,8 @@ def lead_features(
     recent_days: Sequence[int] = (7, 30),
     exclude: Iterable[str] = (),
     open_only: bool = True,
+    roles: Mapping[str, str] | None = None,
+    min_type_rows: int = MIN_ACTIVITY_TYPE_ROWS,
 ) -> pd.DataFrame:
     """Features of the leads known (and open) at ``as_of``.
 
@@ -80,12 +98,21 @@ def lead_features(
         Further columns that are not features (e.g. a label column).
     open_only : bool
         Keep only leads not yet converted at the cutoff.
+    roles : mapping, optional
+        Column → role (:mod:`crmscore.ingest.roles`, ``CRMData.roles["leads"]``); only
+        ``feature`` columns are used. ``None``: decided here on the whole ``leads`` with the
+        default rules (no declared roles, PII guard on).
+    min_type_rows : int
+        Activities an activity type needs at the cutoff to be its own ``activity_<type>``
+        feature; rarer types are counted in ``activity_other``.
 
     Returns
     -------
     DataFrame
         Index ``lead_id`` (sorted).
     """
+    if roles is None:
+        roles = decide_roles("leads", leads).roles
     rows = leads[open_lead_mask(leads, as_of, open_only=open_only)]
     rows = rows.drop_duplicates("lead_id", keep="first").set_index("lead_id").sort_index()
     ids = id_index(rows.index, "lead_id")
@@ -94,7 +121,7 @@ def lead_features(
     n = len(ids)
     out: dict[str, object] = {}
     out["lead_age_days"] = (today - day_index(rows["created_at"])).astype(np.float64)
-    drop = LEAD_NON_FEATURES | set(exclude)
+    drop = LEAD_NON_FEATURES | set(exclude) | non_features(roles, rows.columns)
     for col in rows.columns:
         if col in drop:
             continue
@@ -118,10 +145,14 @@ def lead_features(
     np.minimum.at(last, pos, age.astype(np.float64))
     out["days_since_last_activity"] = np.where(np.isinf(last), np.nan, last)
     raw_codes, raw_kinds = pd.factorize(activities["activity"][ok].fillna("unknown"))
-    # slug the distinct types only (not every row); types that slug alike are merged
-    codes, names = pd.factorize(
-        pd.Index([slug(k, empty="unknown") for k in raw_kinds], dtype=object), sort=True
-    )
+    # slug the distinct types only (not every row); types that slug alike are merged; a type
+    # name becomes a feature name (stored in the model): rare types are pooled as "other"
+    rows_per_kind = np.bincount(raw_codes, minlength=len(raw_kinds)) if len(raw_codes) else np.zeros(0)
+    slugs = [
+        slug(k, empty="unknown") if m >= min_type_rows else "other"
+        for k, m in zip(raw_kinds, rows_per_kind, strict=True)
+    ]
+    codes, names = pd.factorize(pd.Index(slugs, dtype=object), sort=True)
     codes = codes[raw_codes] if len(raw_codes) else raw_codes
     k = len(names)
     if k:

@@ -3,10 +3,16 @@
 Pure functions of (tables, ``as_of``, config) composing the per-topic feature modules of
 ``crmscore.features`` (BTYD summary, behaviour, RFM, lead features, labels). Nothing is read
 or written here (``crmscore.features.tables`` writes the table of ``crmscore features``).
+
+Attribute columns are used only when their role is ``feature`` (:mod:`crmscore.ingest.roles`):
+the roles stored on the data at validation, or, for data built without validation, the roles
+decided here once per call on the whole tables (before any cutoff or stale-lead filter), so
+every cutoff of a training set has the same columns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -21,6 +27,7 @@ from crmscore.features.btyd import btyd_summary
 from crmscore.features.labels import churn_labels, lead_labels
 from crmscore.features.leads import lead_features, open_lead_mask, window_closed_mask
 from crmscore.features.rfm import rfm_scores
+from crmscore.ingest.roles import ROLE_TABLES, roles_for
 
 __all__ = [
     "build_churn_training_set",
@@ -34,6 +41,18 @@ logger = logging.getLogger(__name__)
 
 def _customer_exclusions(cfg: Config) -> tuple[str, ...]:
     return (cfg.churn.label_column,)
+
+
+def _with_roles(data: CRMData, cfg: Config) -> CRMData:
+    """``data`` with the feature roles of every present attribute table (decided on the whole
+    tables when the data carry none: :func:`crmscore.ingest.roles.roles_for`)."""
+    missing = [t for t in ROLE_TABLES if data.get(t) is not None and t not in data.roles]
+    if not missing:
+        return data
+    roles = dict(data.roles)
+    for t in missing:
+        roles[t] = roles_for(data, t, cfg)
+    return dataclasses.replace(data, roles=roles)
 
 
 def build_feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
@@ -57,7 +76,7 @@ def build_feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataF
         ``features.time_unit``), ``r_score``, ``f_score``, ``m_score``, ``rfm_score``,
         ``rfm_segment`` and the behaviour features (see docs/features.md).
     """
-    encoded, codes = encode_ids(data)
+    encoded, codes = encode_ids(_with_roles(data, cfg))
     out = _feature_table(encoded, as_of, cfg)
     out.index = codes.decode(out.index, "customers")
     return out
@@ -76,6 +95,7 @@ def _feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
         trend_window_days=fc.trend_window_days,
         refunds=fc.refunds,
         exclude=_customer_exclusions(cfg),
+        roles=roles_for(data, "customers", cfg) if data.customers is not None else None,
     )
     parts = [table]
     if data.transactions is not None:
@@ -107,7 +127,7 @@ def build_lead_features(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataF
     if data.leads is None:
         logger.warning("no leads table: lead features absent")
         return pd.DataFrame(index=pd.Index([], dtype="str", name="lead_id"))
-    data = _without_stale_leads(data, as_of, cfg)
+    data = _without_stale_leads(_with_roles(data, cfg), as_of, cfg)
     encoded, codes = encode_ids(_lead_tables(data))
     out = _lead_feature_table(encoded, as_of, cfg)
     out.index = codes.decode(out.index, "leads")
@@ -131,17 +151,22 @@ def _without_stale_leads(data: CRMData, as_of: DateLike, cfg: Config) -> CRMData
             lc.conversion_window_days,
             as_of_day(as_of).date(),
         )
-    return CRMData(leads=leads[~stale], lead_activities=data.lead_activities)
+    return CRMData(leads=leads[~stale], lead_activities=data.lead_activities, roles=data.roles)
 
 
 def _lead_tables(data: CRMData) -> CRMData:
-    return CRMData(leads=data.leads, lead_activities=data.lead_activities)
+    return CRMData(leads=data.leads, lead_activities=data.lead_activities, roles=data.roles)
 
 
 def _lead_feature_table(data: CRMData, as_of: DateLike, cfg: Config) -> pd.DataFrame:
     exclude = (cfg.leads.label_column,) if cfg.leads.label_column else ()
     return lead_features(
-        data.leads, data.lead_activities, as_of, recent_days=cfg.features.lead_recent_days, exclude=exclude
+        data.leads,
+        data.lead_activities,
+        as_of,
+        recent_days=cfg.features.lead_recent_days,
+        exclude=exclude,
+        roles=roles_for(data, "leads", cfg),
     )
 
 
@@ -167,7 +192,7 @@ def build_churn_training_set(
     restricted to the customers eligible for a churn label, with the ``churn`` label and a
     ``cutoff`` column (UTC day). Index ``customer_id`` (repeated across cutoffs).
     """
-    encoded, codes = encode_ids(data)
+    encoded, codes = encode_ids(_with_roles(data, cfg))
 
     def rows_at(c: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
         refunds = cfg.features.refunds
@@ -207,7 +232,7 @@ def build_lead_training_set(
     """Stacked lead-conversion training set over rolling-origin cutoffs (``converted`` label)."""
     if data.leads is None:
         raise ValueError("lead training needs the leads table")
-    encoded, codes = encode_ids(_lead_tables(data))
+    encoded, codes = encode_ids(_lead_tables(_with_roles(data, cfg)))
 
     def rows_at(c: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
         labels = lead_labels(encoded.leads, c, cfg.leads, observed_until=observed_until)

@@ -1,6 +1,8 @@
 """Row rules after coercion: which rows are set aside, with the first reason that applies.
 
-:class:`_Rows` keeps one reason per row (the first marked wins); :func:`_mark_row_rules`
+:class:`_Rows` keeps one reason per row (the first marked wins). First of all,
+:func:`_mark_bad_encoding` sets aside the CSV rows holding a byte that did not decode
+(``bad_encoding``, found by :mod:`crmscore.io.files`). :func:`_mark_row_rules`
 checks, in order, negative spend, ``in_future``, ``after_cutoff``, duplicate keys
 (``duplicate_identical``, ``duplicate_conflict``) and references to a parent that is not
 among its kept rows (``unknown_customer``, ``unknown_lead``). The column rules (missing,
@@ -22,6 +24,7 @@ import pyarrow as pa
 from crmscore.core.schema import EVENT_TIME, TableSpec
 from crmscore.core.time import cutoff_end
 from crmscore.ingest.coerce import _Coerced, _materialise, _Text
+from crmscore.io.files import BadEncoding
 
 
 class _Rows:
@@ -60,6 +63,27 @@ class _Rows:
         found = [c for c in range(1, len(self.names)) if counts[c]]
         first = {c: int(np.argmax(self.code == c)) for c in found}
         return Counter({self.names[c]: int(counts[c]) for c in sorted(found, key=first.__getitem__)})
+
+
+def _mark_bad_encoding(name: str, bad: BadEncoding | None, rows: _Rows, notes: list[str]) -> None:
+    """Set aside the rows of ``name`` whose bytes did not decode (``bad_encoding``) and note their lines.
+
+    ``bad``: what the CSV reader found (``None``: every byte decoded). The note gives the file's
+    lines (at most ten), never their content.
+    """
+    if bad is None or not bad.rows:
+        return
+    mask = np.zeros(len(rows.code), dtype=bool)
+    mask[np.asarray(bad.rows, dtype=np.int64)] = True
+    rows.mark(mask, "bad_encoding")
+    shown = ", ".join(map(str, bad.lines[:10])) + (
+        f" and {len(bad.lines) - 10:,} more" if len(bad.lines) > 10 else ""
+    )
+    notes.append(
+        f"{name}: {len(bad.rows):,} row(s) set aside as bad_encoding: bytes that do not decode as "
+        f"{bad.encoding} on line(s) {shown} of {bad.file}; if the file is in another encoding, set "
+        f"data.tables.{name}.encoding"
+    )
 
 
 def _mark_duplicates(cols: dict[str, _Coerced], key: str, rows: _Rows) -> None:

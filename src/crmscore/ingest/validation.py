@@ -6,6 +6,8 @@ Every problem is reported in one pass (not first-error-only). A row that breaks 
 ==========================  ===========================================================
 reason                      rule
 ==========================  ===========================================================
+``bad_encoding``            a CSV row holds a byte that does not decode in the table's
+                            ``data.tables.<table>.encoding`` (:mod:`crmscore.io.files`)
 ``null_id:<col>``           a required id is empty
 ``null_required:<col>``     another required value is empty
 ``bad_type:<col>``          a value is present but cannot be read as its type
@@ -24,10 +26,13 @@ reason                      rule
 ==========================  ===========================================================
 
 Accounting is exact: for every table, rows in = rows kept + rows set aside.
-Table-level problems (a required table or column missing, a file that cannot be read,
-a timestamp column entirely without time zone, nothing usable left) make the data
-*unusable*: ``crmscore validate`` then exits with code 3. A rejected table's rows are
-counted under ``table_rejected`` and left where they are (not copied to quarantine).
+Table-level problems (a required table or column missing, a required table without rows,
+a file that cannot be read, a column name twice in the source or two source columns mapped
+onto one name, a timestamp column entirely without time zone, nothing usable left) make the
+data *unusable*: ``crmscore validate`` then exits with code 3. An optional table without rows
+(an empty file, a header only, an empty SQL table) is treated as absent, with a note. A
+rejected table's rows are counted under ``table_rejected`` and left where they are (not
+copied to quarantine).
 
 This module holds the reports (:class:`Problem`, :class:`TableReport`,
 :class:`ValidationReport`), the validation of one table and of all tables
@@ -35,6 +40,9 @@ This module holds the reports (:class:`Problem`, :class:`TableReport`,
 :func:`load_validated`, :func:`score_lead_scope`), the digest of the inputs
 (:func:`input_digest`) and the quarantine files (:func:`write_quarantine`). The type
 coercion is in :mod:`crmscore.ingest.coerce`, the row rules in :mod:`crmscore.ingest.rules`.
+Once the tables are validated, the feature role of every column of ``customers`` and ``leads``
+is decided on the whole tables (:mod:`crmscore.ingest.roles`, stored in ``CRMData.roles``) and
+each column that is not a feature gets a note saying why and how to opt it back in.
 """
 
 from __future__ import annotations
@@ -66,7 +74,8 @@ from crmscore.ingest.coerce import (
     _original_values,
     _present,
 )
-from crmscore.ingest.rules import _Keys, _mark_row_rules, _parent_keys, _Rows
+from crmscore.ingest.rules import _Keys, _mark_bad_encoding, _mark_row_rules, _parent_keys, _Rows
+from crmscore.io.files import BadEncoding
 
 if TYPE_CHECKING:
     from crmscore.io.crm import LeadScope
@@ -125,8 +134,9 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
-    #: SHA-256 of the tables as read and of the settings that shape validation
-    #: (:func:`input_digest`): what the job ran on, for lineage and the scoring run id
+    #: digest of each validated table's logical content at ``as_of`` and ``"all"`` over them
+    #: and the settings that shape validation (:func:`input_digest`): what the job ran on, for
+    #: lineage and the scoring run id
     input_digest: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -167,6 +177,8 @@ class ValidationReport:
 
 def _rename(raw: pd.DataFrame, table: str, cfg: Config, problems: list[Problem]) -> pd.DataFrame | None:
     mapping = cfg.data.column_map(table)
+    if _duplicate_names(raw, table, mapping, problems):
+        return None
     unknown = [
         c
         for c in mapping
@@ -185,6 +197,41 @@ def _rename(raw: pd.DataFrame, table: str, cfg: Config, problems: list[Problem])
     if missing or missing_src or unknown:
         return None
     return df
+
+
+def _duplicate_names(raw: pd.DataFrame, table: str, mapping: dict[str, str], problems: list[Problem]) -> bool:
+    """Report a name the source has twice or two columns the mapping would give one name; any?"""
+    found = False
+    for name in dict.fromkeys(raw.columns[raw.columns.duplicated()]):
+        n = int((raw.columns == name).sum())
+        problems.append(
+            Problem(table, f"the source has {n} columns named {name!r}: name each column once", str(name))
+        )
+        found = True
+    by_source: dict[str, list[str]] = {}
+    for canon, src in mapping.items():
+        by_source.setdefault(src, []).append(canon)
+    for src, canons in by_source.items():
+        if len(canons) > 1:
+            problems.append(
+                Problem(table, f"data.tables.{table}.columns maps {canons} all onto source column {src!r}")
+            )
+            found = True
+    inverse = {src: canon for canon, src in mapping.items()}
+    renamed = [inverse.get(c, c) for c in raw.columns]
+    for name in dict.fromkeys(n for n in renamed if renamed.count(n) > 1):
+        sources = [c for c, r in zip(raw.columns, renamed, strict=True) if r == name]
+        if len(set(sources)) > 1:
+            problems.append(
+                Problem(
+                    table,
+                    f"source columns {sources} would all be named {name!r} "
+                    f"(data.tables.{table}.columns): map or drop the others",
+                    str(name),
+                )
+            )
+            found = True
+    return found
 
 
 def _label_columns(table: str, cfg: Config) -> set[str]:
@@ -281,6 +328,7 @@ def _validate_table(
     if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
         df = df.reset_index(drop=True)
     rows = _Rows(n)
+    _mark_bad_encoding(name, BadEncoding.of(raw), rows, report.notes)
     cols = _coerce_table(df, spec, cfg, rows, problems)
     _mark_row_rules(name, spec, cols, rows, as_of, now, parents, report.tables, report.notes)
     ok = _account(name, df, rows, treport, problems, report)
@@ -294,6 +342,7 @@ def _validate_table(
     clean = pd.DataFrame({c: _materialise(v, keep, index) for c, v in cols.items()}, index=index, copy=False)
     if spec.key is not None and name in ("customers", "leads") and spec.key in cols:
         parents[name] = _parent_keys(cols[spec.key], clean[spec.key], keep)
+    report.input_digest[name] = _table_digest(name, cols, keep, as_of)
     return clean
 
 
@@ -366,15 +415,15 @@ def validate_tables(
     return _validate_all(raw, cfg, as_of, now, read_errors, consume=False)
 
 
-def input_digest(raw: dict[str, pd.DataFrame], cfg: Config, as_of: pd.Timestamp) -> dict[str, str]:
-    """SHA-256 of the raw tables (:mod:`crmscore.core.digest`) and of what shapes their validation.
+def input_digest(tables: dict[str, str], cfg: Config, as_of: pd.Timestamp) -> dict[str, str]:
+    """The validated tables' content digests and ``"all"`` over them and what shapes validation.
 
-    ``"all"`` also covers the cutoff day, the ``data`` settings (column maps, time zone,
-    required tables; not the store's location) and the label column names: the same
-    inputs under the same settings give the same validated data. Hashing the tables as read
-    is fast where they are Arrow-backed (Parquet, PostgreSQL ``COPY``).
+    ``tables`` holds each validated table's :func:`crmscore.core.digest.table_content_digest`
+    (its rows known at ``as_of``, in any order: :func:`_table_digest`). ``"all"`` also covers
+    the cutoff day, the ``data`` settings (column maps, time zone, required tables; not the
+    store's location) and the label column names.
     """
-    from crmscore.core.digest import tables_digest
+    from crmscore.core.digest import combine_digests
 
     settings = cfg.data.model_dump(mode="json", exclude={"crm_url", "folder", "quarantine"})
     extra = {
@@ -382,7 +431,21 @@ def input_digest(raw: dict[str, pd.DataFrame], cfg: Config, as_of: pd.Timestamp)
         "data": settings,
         "labels": [cfg.churn.label_column, cfg.leads.label_column],
     }
-    return tables_digest(raw, extra=extra)
+    return {**tables, "all": combine_digests(tables, extra)}
+
+
+def _table_digest(name: str, cols: dict[str, _Coerced], keep: np.ndarray | None, as_of: pd.Timestamp) -> str:
+    """The content digest of the kept rows of one table, from its coerced columns.
+
+    Text is digested from the Arrow strings validation holds (before they become Python
+    objects): the same digest as :func:`crmscore.core.digest.content_digests` of the
+    validated table, at a fraction of the cost.
+    """
+    from crmscore.core.digest import table_content_digest
+    from crmscore.ingest.coerce import _Text
+
+    columns = {c: v.values if isinstance(v, _Text) else v for c, v in cols.items()}
+    return table_content_digest(name, columns, as_of=as_of, rows=keep)
 
 
 def _validate_all(
@@ -398,7 +461,6 @@ def _validate_all(
     now_ts = _now_utc(now)
     as_of_ts = as_of_day(now_ts.normalize().tz_localize(None) if as_of is None else as_of)
     report = ValidationReport(as_of=as_of_ts, validated_at=now_ts)
-    report.input_digest = input_digest(raw, cfg, as_of_ts)
     if as_of is None:
         report.notes.append(f"no as_of given: the cutoff is today, {as_of_ts.date().isoformat()} (UTC)")
     for name, msg in (read_errors or {}).items():
@@ -413,6 +475,10 @@ def _validate_all(
             if name not in cfg.data.required_tables and name not in (read_errors or {}):
                 report.notes.append(f"{name}: optional table absent; its features will be absent")
             continue
+        if _empty_table(name, raw[name], cfg, report):
+            if consume:
+                del raw[name]
+            continue
         started = time.perf_counter()
         clean = _validate_table(name, raw[name], cfg, as_of_ts, now_ts, parents, report)
         if consume:
@@ -423,7 +489,57 @@ def _validate_all(
     for t, r in report.tables.items():
         if r.rows_set_aside:
             log.info("%s: %d of %d rows set aside %s", t, r.rows_set_aside, r.rows_in, dict(r.set_aside))
+    report.input_digest = input_digest(report.input_digest, cfg, as_of_ts)
+    _decide_roles(data, cfg, report)
     return data, report
+
+
+def _decide_roles(data: CRMData, cfg: Config, report: ValidationReport) -> None:
+    """Store the feature roles of the attribute tables on ``data`` (:mod:`crmscore.ingest.roles`),
+    decided once on the whole validated tables, and note every column that is not a feature."""
+    from crmscore.ingest.roles import dataset_roles, role_notes
+
+    started = time.perf_counter()
+    decided = dataset_roles(data, cfg)
+    data.roles = {t: r.roles for t, r in decided.items()}
+    for name, tc in cfg.data.tables.items():
+        if tc.roles and not SCHEMAS[name].keeps_extra:
+            report.notes.append(
+                f"data.tables.{name}.roles: ignored (only customers and leads have attribute columns)"
+            )
+    for r in decided.values():
+        report.notes.extend(role_notes(r))
+    log.debug("feature roles decided in %.2f s", time.perf_counter() - started)
+
+
+def _empty_table(name: str, table: pd.DataFrame, cfg: Config, report: ValidationReport) -> bool:
+    """Report a table without rows; ``True`` when it is not to be validated further.
+
+    An optional table without rows is treated as absent (a note). A required one
+    (``data.required_tables``) is a fatal problem; its columns, if any, are still checked.
+    """
+    if len(table):
+        return False
+    what = "file" if cfg.data.source == "folder" else "table"
+    if name not in cfg.data.required_tables:
+        report.notes.append(f"{name}: the {what} has no rows: treated as absent")
+        return True
+    shape = (
+        "has no rows"
+        if len(table.columns)
+        else ("is empty (no header, no rows)" if what == "file" else "has no columns and no rows")
+    )
+    report.problems.append(
+        Problem(
+            name,
+            f"the {what} {shape}: a required table (data.required_tables) needs at least one row; "
+            "check the export",
+        )
+    )
+    if len(table.columns):
+        return False
+    report.tables[name] = TableReport(rows_in=0)
+    return True
 
 
 def score_lead_scope(cfg: Config, as_of: date | str | pd.Timestamp) -> LeadScope | None:
@@ -466,7 +582,8 @@ def load_raw_tables(
 
         if lead_scope is not None and notes is not None:
             notes.append(unscoped_note("files are read whole"))
-        return read_folder(cfg.data.folder, names, cfg.data.file_format)
+        encodings = {t: tc.encoding for t, tc in cfg.data.tables.items()}
+        return read_folder(cfg.data.folder, names, cfg.data.file_format, encodings)
 
     engine = create_engine(cfg.data.resolved_crm_url())
     try:

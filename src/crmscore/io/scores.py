@@ -9,13 +9,20 @@ here), the SQL of one run (replay, shrink guard, latest upsert) in :mod:`crmscor
 Contract of :func:`write_scores`:
 
 * **Checked first.** Scores are validated (:func:`crmscore.scoring.rows.check_customer_scores`,
-  :func:`crmscore.scoring.rows.check_lead_scores`) and compared with the previous run's row count
-  (``scoring.min_rows_ratio``) before anything is written; a failure raises
-  :class:`ScoreValidationError` and writes nothing.
+  :func:`crmscore.scoring.rows.check_lead_scores`) and compared with the row count of the run of
+  the nearest earlier ``as_of`` (``scoring.min_rows_ratio``) before anything is written; given
+  the run's input counts (:class:`RunRecord`), so are they (``scoring.max_input_drop``,
+  :class:`InputGuardError` unless ``force``). A failure raises :class:`ScoreValidationError`
+  and writes nothing.
+* **Run log.** Each run written gets one row in ``scoring.runs_table`` (model versions, input
+  counts, rows, notes), in the same transaction; the newest run marks (``absent_since``) or
+  deletes (``scoring.absent_rows``) the latest rows of customers and leads it did not score.
 * **One transaction.** The DDL and all four tables are written in a single transaction
   (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL a transaction-scoped advisory lock serialises
   score writers). An exception or a killed process at any point leaves the previous scores
-  intact.
+  intact. A writer waits at most ``scoring.lock_timeout_s`` for another run's lock, logging
+  who holds it, then raises :class:`~crmscore.core.score_contract.LockTimeoutError` naming it
+  (:mod:`crmscore.io.score_lock`).
 * **Overlapped with the scoring** (:class:`ScoreWriter`, what ``crmscore score`` uses): the
   same transaction, fed frame by frame while the caller computes. On PostgreSQL a background
   thread sends the rows (the server's work: parsing, heap and index writes) while the caller
@@ -36,6 +43,7 @@ Contract of :func:`write_scores`:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,18 +61,38 @@ from crmscore.core.score_contract import CUSTOMER_SCORE_COLUMNS as CUSTOMER_SCOR
 from crmscore.core.score_contract import LEAD_SCORE_COLUMNS as LEAD_SCORE_COLUMNS
 from crmscore.core.score_contract import ScoreValidationError, check_customer_scores, check_lead_scores
 from crmscore.io.crm import to_arrow
+from crmscore.io.score_lock import (
+    acquire_pg_lock,
+    acquire_sqlite_lock,
+    explain_session_end,
+    remove_sidecar,
+    restore_sqlite,
+    sidecar_path,
+    sqlite_file,
+    write_sidecar,
+)
 from crmscore.io.score_runs import (
     _PREVIOUS_COLUMNS,
+    RunRecord,
+    _absent_rows,
+    _check_inputs,
     _check_shrink,
+    _is_empty,
+    _log_run,
+    _logged,
+    _next_run,
     _previous_from_history,
     _previous_from_latest,
     _run_params,
     _run_rows,
+    _seed_runs,
+    _ts_param,
     _upsert_latest,
 )
 from crmscore.io.score_tables import (
     _CUSTOMER,
     _KINDS,
+    ADDABLE_COLUMNS,
     _csv_bytes,
     _day_param,
     _executemany,
@@ -72,18 +100,21 @@ from crmscore.io.score_tables import (
     _normalise,
     _qualified,
     _ready,
+    read_runs,
     read_scores,
     score_tables,
 )
 from crmscore.io.score_tables import LATEST_FILLFACTOR as LATEST_FILLFACTOR
 
 __all__ = [
+    "RunRecord",
     "ScoreTableError",
     "ScoreValidationError",
     "ScoreWriter",
     "WriteResult",
     "ensure_score_tables",
     "read_previous_scores",
+    "read_runs",
     "read_scores",
     "score_tables",
     "write_scores",
@@ -110,8 +141,9 @@ class WriteResult:
     history_inserted : dict
         History-table name → rows appended (0 on a replay).
     timings : dict
-        Stage → seconds (``validate``, ``prepare``, ``<kind>_history`` (bulk load),
-        ``<kind>_upsert``, ``commit``; with a background :class:`ScoreWriter` also ``wait``,
+        Stage → seconds (``validate``, ``lock`` (waiting for the write lock), ``prepare``,
+        ``<kind>_history`` (bulk load), ``<kind>_upsert``, ``<kind>_absent`` (absent rows),
+        ``commit``; with a background :class:`ScoreWriter` also ``wait``,
         the time the caller waited for the transaction at the end).
     """
 
@@ -119,33 +151,63 @@ class WriteResult:
     latest_updated: dict[str, int] = field(default_factory=dict)
     history_inserted: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: latest-table name → rows of customers (leads) absent from this, the newest, run that
+    #: were marked or deleted (``scoring.absent_rows``)
+    absent: dict[str, int] = field(default_factory=dict)
+    #: the ``(run_id, as_of)`` rows added to the run log (none on a replay)
+    runs_logged: list[tuple[str, str]] = field(default_factory=list)
+    #: guards overridden by ``force`` (also in the run log's notes)
+    notes: list[str] = field(default_factory=list)
 
 
 def _check_existing(conn: sa.Connection, tables: Iterable[sa.Table]) -> None:
+    """Refuse an existing table without the needed columns; add the nullable ones it lacks.
+
+    Only columns of :data:`crmscore.io.score_tables.ADDABLE_COLUMNS` are added (``ALTER TABLE
+    ... ADD COLUMN``, nullable: a safe migration, logged), and only when nothing else is missing.
+    """
     insp = sa.inspect(conn)
     for t in tables:
         if not insp.has_table(t.name, schema=t.schema):
             continue
         have = {c["name"] for c in insp.get_columns(t.name, schema=t.schema)}
         missing = [c.name for c in t.columns if c.name not in have]
-        if missing:
+        refused = [c for c in missing if c not in ADDABLE_COLUMNS]
+        if refused:
             raise ScoreTableError(
-                f"table {t.name!r} exists without the columns {missing}: migrate or rename it "
+                f"table {t.name!r} exists without the columns {refused}: migrate or rename it "
                 "(scoring.*_table) before writing scores"
             )
+        p = conn.dialect.identifier_preparer
+        for name in missing:
+            col_type = t.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, t)} ADD COLUMN {p.quote(name)} {col_type}"))
+            log.info("%s: added the nullable column %s (a table from before it existed)", t.name, name)
 
 
 def ensure_score_tables(conn: sa.Connection, cfg: ScoringConfig, schema: str | None = None) -> None:
-    """Create the score tables (with primary keys and the history index) where absent.
+    """Create the score tables and the run log (with primary keys, the history index) where absent.
 
-    Existing tables must have the expected columns (:class:`ScoreTableError` otherwise).
+    Existing tables must have the expected columns (:class:`ScoreTableError` otherwise; a
+    missing nullable ``absent_since`` is added). A new run log gets the runs already in the
+    history (:func:`crmscore.io.score_runs._seed_runs`).
     Runs on ``conn`` (inside the caller's transaction on PostgreSQL and SQLite).
     """
     tables = score_tables(cfg, schema)
     if schema is not None and conn.dialect.name == "postgresql":
         conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
     _check_existing(conn, tables.values())
+    insp = sa.inspect(conn)
+    runs = tables[cfg.runs_table]
+    new_log = not insp.has_table(runs.name, schema=schema)
+    histories = [
+        tables[getattr(cfg, k.history_attr)]
+        for k in _KINDS.values()
+        if insp.has_table(getattr(cfg, k.history_attr), schema=schema)
+    ]
     next(iter(tables.values())).metadata.create_all(conn, checkfirst=True)
+    if new_log:  # runs written before the run log existed: compared with, never re-counted
+        _seed_runs(conn, runs, histories)
 
 
 #: rows per CSV batch of the PostgreSQL ``COPY`` (formatted while the previous one is sent)
@@ -208,7 +270,9 @@ class ScoreWriter:
     """One run's write-back, fed frame by frame while the caller goes on computing.
 
     One transaction (as :func:`write_scores`): entering begins it (``BEGIN IMMEDIATE`` on
-    SQLite; the advisory lock on PostgreSQL) and creates the tables where absent; leaving
+    SQLite; the advisory lock on PostgreSQL), returning once the lock is held (waited for at
+    most ``scoring.lock_timeout_s``, else :class:`~crmscore.core.score_contract.LockTimeoutError`
+    naming the holder: :mod:`crmscore.io.score_lock`), and creates the tables where absent; leaving
     commits, or rolls back if the block raised or any write failed. On PostgreSQL the
     statements run in order on a background thread that owns the connection, so the server
     parses and stores the rows while the caller computes; elsewhere (or with
@@ -217,8 +281,13 @@ class ScoreWriter:
     Every frame is checked (:func:`crmscore.scoring.rows.check_customer_scores` /
     :func:`~crmscore.scoring.rows.check_lead_scores`) in the caller's thread before any of its rows
     is sent; a replayed run (its rows already in the history) writes nothing; the shrink check
-    runs against the previous run before the first row of the kind is sent. A failure of the
-    background thread is raised by the next call, or when leaving the block.
+    runs against the run of the nearest earlier ``as_of`` before the first row of the kind is
+    sent, and the input volume guard (given ``run`` with input counts) once the lock is held,
+    before any row: :meth:`write` waits for it, so a refusal is raised there. A failure of the
+    background thread is raised by the next call, or when leaving the block. Before the commit
+    the newest run marks or deletes the latest rows it did not score (``scoring.absent_rows``;
+    a backfill only the rows it put there, of customers no newer run scored) and each run
+    written is logged (``scoring.runs_table``).
 
     Rows whose ``top_reasons`` are still being computed can be held back (``defer_reasons``
     of :meth:`write`): the other rows are sent at once, the held ones, with the reasons given
@@ -237,6 +306,13 @@ class ScoreWriter:
         Database schema (PostgreSQL; created if missing).
     background : bool, optional
         Send from a background thread; default: on PostgreSQL only.
+    run : RunRecord, optional
+        The run's record for the run log (model versions, input counts, settings digest,
+        notes); every frame must be of its ``(run_id, as_of)``. Without one the run log row
+        is made from the frames (no input counts: no input volume guard).
+    force : bool
+        Write even when the input volume guard refuses (logged as a warning, kept in
+        ``result.notes`` and the run log).
 
     Examples
     --------
@@ -254,8 +330,12 @@ class ScoreWriter:
         *,
         schema: str | None = None,
         background: bool | None = None,
+        run: RunRecord | None = None,
+        force: bool = False,
     ) -> None:
         self.engine = engine
+        self.record = run
+        self.force = force
         self.cfg = cfg
         self.schema = schema
         self.tables = score_tables(cfg, schema)
@@ -271,6 +351,13 @@ class ScoreWriter:
         self._given: set[str] = set()  # kinds passed to write(), in the caller's thread
         self._held: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
         self._run: dict[str, tuple[sa.Table, sa.Table, dict[str, Any]] | None] = {}
+        self._scored_at: dict[str, Any] = {}  # kind -> scored_at param of the rows it sent
+        self._latest_empty: dict[str, bool] = {}  # kind -> its latest table was empty before
+        self._started = run is None  # the input guard's verdict is known (write() waits for it)
+        self._locked = threading.Event()  # set once _begin holds the lock (or failed to)
+        self._cancel = threading.Event()  # set to stop a lock wait (the caller gave up)
+        self._db = sqlite_file(engine.url) if self.backend == "sqlite" else None
+        self._sidecar: dict[str, Any] | None = None  # this writer's record beside the SQLite file
 
     # -- caller's side --------------------------------------------------------------------
 
@@ -278,7 +365,14 @@ class ScoreWriter:
         log.info("writing scores to %s (one transaction)", redact_url(str(self.engine.url)))
         try:
             self._submit(self._begin)
+            if self.record is not None:
+                self._submit(self._start_run)  # input volume guard: after the lock, before any row
+            if self._pool is not None:
+                self._locked.wait()  # the lock is held, or the wait failed: say so here, not later
+                if self._error is not None:
+                    raise self._error
         except BaseException:
+            self._cancel.set()  # e.g. Ctrl-C: stop a lock wait of the background thread
             self._close()  # __exit__ is not called when __enter__ raises: release the lock here
             raise
         return self
@@ -293,8 +387,14 @@ class ScoreWriter:
                         f"rows held back for their reasons were never completed: {sorted(self._held)}"
                     )
                 else:
+                    self._submit(self._finish_run, check=False)
                     self._submit(self._commit, check=False)
             self._drain()
+        except BaseException:
+            # interrupted while waiting for the background thread (Ctrl-C: KeyboardInterrupt in
+            # this thread): what is still queued, the commit too, is skipped; _close rolls back
+            self._abandoned = True
+            raise
         finally:
             self._close()
         if self._pool is not None:
@@ -341,6 +441,8 @@ class ScoreWriter:
         if kind in self._given:
             raise ValueError(f"{kind} scores were already given to this writer")
         self._given.add(kind)
+        self._check_record(kind, scores)
+        self._await_start()
         if not checked:
             with _timed(self.result.timings, "validate"):
                 _check(spec, scores, expected_ids, self.cfg)
@@ -388,7 +490,8 @@ class ScoreWriter:
         try:
             fn(*args)
         except BaseException as exc:  # re-raised in the caller's thread
-            self._error = exc
+            idle = self.cfg.idle_in_transaction_timeout_s
+            self._error = explain_session_end(exc, idle) if self.backend == "postgresql" else exc
 
     def _drain(self) -> None:
         for job in self._jobs:
@@ -396,20 +499,36 @@ class ScoreWriter:
         self._jobs.clear()
 
     def _begin(self) -> None:
+        """Connect, take the write lock (waiting at most ``scoring.lock_timeout_s``), create tables."""
+        try:
+            with _timed(self.result.timings, "lock"):
+                self._conn = self.engine.connect()
+                self._tx = self._conn.begin()
+                self._lock(self._conn)
+        finally:
+            self._locked.set()
         with _timed(self.result.timings, "prepare"):
-            self._conn = self.engine.connect()
-            self._tx = self._conn.begin()
-            if self.backend == "sqlite":
-                # take the write lock now and make the DDL below part of the transaction
-                self._conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif self.backend == "postgresql":
-                # one lock per schema: writers of the same score tables wait for each other,
-                # those of other schemas (other tenants, test schemas) do not
-                self._conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtext('crmscore.scores:' || :s))"),
-                    {"s": self.schema or self._conn.exec_driver_sql("SELECT current_schema()").scalar_one()},
-                )
             ensure_score_tables(self._conn, self.cfg, self.schema)
+
+    def _lock(self, conn: sa.Connection) -> None:
+        """The write lock (:mod:`crmscore.io.score_lock`): logged while waited for, named on timeout."""
+        timeout = self.cfg.lock_timeout_s
+        if self.backend == "sqlite":
+            # take the write lock now and make the DDL below part of the transaction
+            acquire_sqlite_lock(conn, self._db, timeout_s=timeout, cancel=self._cancel)
+            if self._db is not None:
+                self._sidecar = write_sidecar(sidecar_path(self._db))
+        elif self.backend == "postgresql":
+            # one lock per schema: writers of the same score tables wait for each other,
+            # those of other schemas (other tenants, test schemas) do not
+            schema = self.schema or conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+            acquire_pg_lock(
+                conn,
+                schema,
+                timeout_s=timeout,
+                idle_in_transaction_timeout_s=self.cfg.idle_in_transaction_timeout_s,
+                cancel=self._cancel,
+            )
 
     def _send(self, kind: _Kind, scores: pd.DataFrame, now: np.ndarray | None) -> None:
         """Replay and shrink checks, then the history rows (``now``: those not held back) and,
@@ -431,8 +550,12 @@ class ScoreWriter:
             )  # fmt: skip
             self._run[kind.name] = None
             return
-        _check_shrink(conn, hist, n_total, params, self.cfg.min_rows_ratio, latest.name)
+        runs = self.tables[self.cfg.runs_table]
+        _check_shrink(conn, runs, hist, n_total, params, self.cfg.min_rows_ratio, latest.name)
         self._run[kind.name] = (latest, hist, params)
+        self._scored_at[kind.name] = _ts_param(scores["scored_at"].iloc[0], self.backend)
+        # an empty latest table (a first run) has no rows of other runs: no absent-row scan
+        self._latest_empty[kind.name] = _is_empty(conn, latest)
         with _timed(res.timings, f"{kind.name}_history"):
             rows = scores if now is None else scores.loc[now]
             res.history_inserted[hist.name] = _append_history(conn, rows, kind, hist, self.cfg.chunksize)
@@ -460,6 +583,75 @@ class ScoreWriter:
             n = _upsert_latest(self._conn, kind, hist, latest, params, ids)
         self.result.latest_updated[latest.name] += n
 
+    def _check_record(self, kind: str, scores: pd.DataFrame) -> None:
+        """A frame of another run than the writer's :class:`RunRecord` is refused (caller's thread)."""
+        rec = self.record
+        if rec is None or not len(scores) or "run_id" not in scores or "as_of" not in scores:
+            return  # (the frame's own checks name what is missing)
+        run, day = str(scores["run_id"].iloc[0]), pd.Timestamp(scores["as_of"].iloc[0]).date()
+        if (run, day) != (str(rec.run_id), pd.Timestamp(rec.as_of).date()):
+            raise ValueError(
+                f"{kind} scores are of run {run!r} as of {day}, the writer's run is {rec.run_id!r} "
+                f"as of {pd.Timestamp(rec.as_of).date()}"
+            )
+
+    def _await_start(self) -> None:
+        """Wait for the transaction's start (lock, tables, input guard); raise its failure."""
+        if not self._started and self._pool is not None:
+            for job in list(self._jobs):
+                job.result()
+        self._started = True
+        if self._error is not None:
+            raise self._error
+
+    def _start_run(self) -> None:
+        """The input volume guard of the writer's run, unless the run is a replay."""
+        rec, conn = self.record, self._conn
+        assert rec is not None and conn is not None
+        runs = self.tables[self.cfg.runs_table]
+        params = {"run": str(rec.run_id), "as_of": _day_param(rec.as_of, self.backend)}
+        hists = [self.tables[getattr(self.cfg, k.history_attr)] for k in _KINDS.values()]
+        if _logged(conn, runs, params) or any(_run_rows(conn, h, params) for h in hists):
+            log.info("run %r as of %s is already written: no input guard", rec.run_id, params["as_of"])
+            return
+        if rec.input_counts is None:
+            log.info("run %r: no input counts given: no input volume guard", rec.run_id)
+            return
+        self.result.notes += _check_inputs(
+            conn, runs, rec.input_counts, params, self.cfg.max_input_drop, self.force
+        )
+
+    def _finish_run(self) -> None:
+        """Absent rows (the newest run only) and the run log rows, before the commit."""
+        conn = self._conn
+        assert conn is not None
+        runs = self.tables[self.cfg.runs_table]
+        written: dict[tuple[str, Any], tuple[Any, dict[str, int]]] = {}
+        for name, run in self._run.items():
+            if run is None:  # a replay of this kind
+                continue
+            latest, hist, params = run
+            scored_at = self._scored_at[name]
+            entry = written.setdefault((params["run"], params["as_of"]), (scored_at, {}))
+            entry[1][latest.name] = self.result.history_inserted[hist.name]
+            with _timed(self.result.timings, f"{name}_absent"):
+                since = _next_run(conn, runs, hist, params, scored_at)
+                empty = self._latest_empty[name]
+                n = 0 if empty else _absent_rows(conn, latest, params, self.cfg.absent_rows, since)
+            if since is None:  # the newest run: the rows of customers (leads) it did not score
+                self.result.absent[latest.name] = n
+            if n:
+                done = "deleted" if self.cfg.absent_rows == "delete" else "marked absent_since"
+                log.info(
+                    "%s: %d rows of %ss absent from the newest run %s (scoring.absent_rows: %s)",
+                    latest.name, n, name, done, self.cfg.absent_rows,
+                )  # fmt: skip
+        for (run_id, day), (scored_at, rows) in written.items():
+            params = {"run": run_id, "as_of": day}
+            record = self.record if self.record is not None and str(self.record.run_id) == run_id else None
+            if _log_run(conn, runs, params, scored_at, rows, record, self.result.notes):
+                self.result.runs_logged.append((run_id, str(day)))
+
     def _commit(self) -> None:
         assert self._tx is not None
         with _timed(self.result.timings, "commit"):
@@ -473,8 +665,14 @@ class ScoreWriter:
                 if self._tx is not None and self._tx.is_active:
                     self._tx.rollback()
             finally:
-                if self._conn is not None:
-                    self._conn.close()
+                try:
+                    if self._sidecar is not None and self._db is not None:
+                        remove_sidecar(sidecar_path(self._db), self._sidecar)
+                    if self.backend == "sqlite" and self._conn is not None and not self._conn.closed:
+                        restore_sqlite(self._conn)  # cache_spill back on (it goes back to the pool)
+                finally:
+                    if self._conn is not None:
+                        self._conn.close()
 
         try:
             if self._pool is None:
@@ -502,6 +700,8 @@ def write_scores(
     schema: str | None = None,
     expected_customer_ids: Iterable[Any] | None = None,
     expected_lead_ids: Iterable[Any] | None = None,
+    run: RunRecord | None = None,
+    force: bool = False,
 ) -> WriteResult:
     """Validate and write one run's scores (latest + history, customers and leads) atomically.
 
@@ -522,6 +722,11 @@ def write_scores(
         Database schema (PostgreSQL; created if missing), e.g. ``data.db_schema``.
     expected_customer_ids, expected_lead_ids : iterable, optional
         The ids that were scored (the input): the rows must match them exactly.
+    run : RunRecord, optional
+        The run log's record of the run (input counts: the input volume guard); see
+        :class:`ScoreWriter`.
+    force : bool
+        Write even when the input volume guard refuses (logged, kept in the notes).
 
     Returns
     -------
@@ -532,6 +737,9 @@ def write_scores(
     ------
     ScoreValidationError
         A check failed (empty, NaN, out of range, ids, shrunken set); nothing was written.
+    InputGuardError
+        The input counts of ``run`` fell beyond ``scoring.max_input_drop`` (a
+        :class:`ScoreValidationError`); nothing was written.
     ScoreTableError
         An existing table lacks a needed column; nothing was written.
     """
@@ -550,7 +758,7 @@ def write_scores(
         for name, df, ids in work:
             _check(_KINDS[name], df, ids, cfg)
     log.info("score rows: %s", ", ".join(f"{len(df)} {name}" for name, df, _ in work))
-    writer = ScoreWriter(engine, cfg, schema=schema, background=False)
+    writer = ScoreWriter(engine, cfg, schema=schema, background=False, run=run, force=force)
     writer.result.timings.update(timings)
     with writer:
         for name, df, _ in work:
@@ -563,20 +771,21 @@ def read_previous_scores(
     cfg: ScoringConfig,
     *,
     as_of: date | str | pd.Timestamp,
-    run_id: str,
     schema: str | None = None,
 ) -> pd.DataFrame | None:
-    """Each customer's latest churn probability from another run at or before ``as_of``.
+    """Each customer's latest churn probability from a run of an earlier ``as_of``.
 
-    The ``previous`` argument of :func:`crmscore.scoring.rows.assemble_customer_scores`. Rows of the
-    run ``(run_id, as_of)`` itself are ignored, so replaying a run computes the same trend.
+    The ``previous`` argument of :func:`crmscore.scoring.rows.assemble_customer_scores`. Only
+    days strictly before ``as_of`` count: another run of the same day (a re-run with other
+    data or settings) is never the previous one, so its trend is the same as the first run's,
+    and so is a replay's.
 
     The latest-score table holds each customer's newest history row (by ``as_of``, then
-    ``scored_at``: :func:`_upsert_latest`), so when none of its rows is later than ``as_of``
-    or of this run, which is every scheduled run after the first, it *is* the answer: one
-    read of one row per customer (binary ``COPY`` on PostgreSQL), whatever the length of the
-    history. Otherwise (a replay, a backfill of an older day, no latest table) each
-    customer's newest eligible history row is taken with a window query over the history.
+    ``scored_at``: :func:`_upsert_latest`), so when all its rows are of days before ``as_of``,
+    which is every scheduled run after the first, it *is* the answer: one read of one row per
+    customer (binary ``COPY`` on PostgreSQL), whatever the length of the history. Otherwise (a
+    re-run or replay of a day, a backfill of an older day, no latest table) each customer's
+    newest history row of an earlier day is taken with a window query over the history.
 
     Returns
     -------
@@ -589,12 +798,12 @@ def read_previous_scores(
     inspector = sa.inspect(engine)
     if not inspector.has_table(hist.name, schema=schema):
         return None
-    day, run = _day_param(as_of, engine.dialect.name), str(run_id)
+    day = _day_param(as_of, engine.dialect.name)
     df = None
     if inspector.has_table(latest.name, schema=schema):
-        df = _previous_from_latest(engine, latest, day, run)
+        df = _previous_from_latest(engine, latest, day)
     if df is None or df.empty:  # (an emptied latest table: the history still knows)
-        df = _previous_from_history(engine, hist, day, run)
+        df = _previous_from_history(engine, hist, day)
     if df.empty:
         return None
     return _normalise(df, _PREVIOUS_COLUMNS)

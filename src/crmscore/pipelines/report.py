@@ -57,7 +57,9 @@ _T = TypeVar("_T")
 def latest_scores(cfg: Config) -> pd.DataFrame | None:
     """The latest customer scores written back to the CRM store, with owners; ``None`` if none.
 
-    Only a CRM store (``data.source: crm``) holds written-back scores.
+    Only a CRM store (``data.source: crm``) holds written-back scores. Rows of customers absent
+    from the newest run (``absent_since`` set, ``scoring.absent_rows: mark``) are left out: the
+    report shows the customers the newest run scored.
     """
     if cfg.data.source != "crm":
         return None
@@ -69,6 +71,11 @@ def latest_scores(cfg: Config) -> pd.DataFrame | None:
         scores = read_scores(engine, cfg.scoring, "customer_scores", cfg.data.db_schema)
     finally:
         engine.dispose()
+    if "absent_since" in scores.columns:
+        absent = scores["absent_since"].notna()
+        if absent.any():
+            log.info("%d customers absent from the newest scoring run are left out", int(absent.sum()))
+            scores = scores[~absent.to_numpy()]
     return None if scores.empty else scores
 
 

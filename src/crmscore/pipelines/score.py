@@ -14,18 +14,32 @@ at training time included (flagged cold-start when their history is short). The 
 scores are the loaded estimators' own predictions (``ModelSpec.predict``: the code the
 registered pyfunc runs, without MLflow's conversion of a million rows to text and back).
 
-Order of the work: features → every customer kind's outputs (churn probability, CLV and its
-interval) → customer score rows → churn reasons → open leads → lead score rows → commit →
-worklist. The write-back (:class:`crmscore.io.scores.ScoreWriter`, one transaction) starts
-with the customer rows: on PostgreSQL the server stores them while the reasons and the leads
+Order of the work: features and their input checks against each customer model's training
+record (:mod:`crmscore.scoring.input_checks`) → every customer kind's outputs (churn
+probability, CLV and its interval) → open-lead features and their checks (a refusal of either
+writes nothing) → customer score rows → churn reasons → open-lead scores → lead score rows →
+commit → worklist. The write-back (:class:`crmscore.io.scores.ScoreWriter`, one transaction)
+starts with the customer rows: on PostgreSQL the server stores them while the reasons and the leads
 are computed, the explained customers' rows following once their reasons are known. Reasons
 (exact LightGBM contributions, about 1 ms per row) are computed only for the customers someone
 acts on: the top ``scoring.explain_top_n`` by value at risk, every worklist account, plus
 ``churn.explain_bands`` / ``churn.explain_top_n``; leads in ``leads.explain_grades``. Other rows
 get ``top_reasons = None`` ("not explained in this run").
 
-The run id is deterministic — a digest of ``as_of``, the model versions and the input data —
-so scoring the same data with the same models again is a replay: it changes nothing.
+The run id is deterministic — a digest of ``as_of``, the model versions, the logical content of
+the input tables at ``as_of`` and the scoring settings (:func:`_run_id`) — so scoring the same
+data with the same models and settings again is a replay: it changes nothing. The content is
+what the scores depend on (:func:`crmscore.core.digest.table_content_digest`): the rows known at
+``as_of`` in any order, however stored, so a reordered read or a row dated after ``as_of`` is
+still a replay; a changed value, model version or setting (:func:`_scoring_settings`) is a new
+run.
+
+The inputs are counted (:func:`input_counts`: rows per table, customers with a transaction in
+the last 365 days, open leads to score) and handed to the writer with the run's record
+(:class:`crmscore.io.scores.RunRecord`): it logs them in ``scoring.runs_table`` and, once it
+holds the write lock and before any row, refuses a drop beyond ``scoring.max_input_drop``
+since the run of the nearest earlier ``as_of`` (:class:`~crmscore.core.score_contract.InputGuardError`;
+``force`` writes anyway, with a warning and a note).
 """
 
 from __future__ import annotations
@@ -44,13 +58,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crmscore.config import Config
+from crmscore.config import Config, TableConfig
+from crmscore.core.digest import content_digests, settings_digest
 from crmscore.core.progress import stage, timed_stage
 from crmscore.core.schema import CRMData
 from crmscore.estimators.specs import SPECS, ModelSpec, get_spec
 from crmscore.scoring.apply import (
     CustomerOutputs,
+    LeadInputs,
     explain_mask,
+    lead_inputs,
     reasons_of,
     score_customers,
     score_leads,
@@ -62,6 +79,7 @@ __all__ = [
     "CustomerOutputs",
     "NoChampionError",
     "ScoreRun",
+    "input_counts",
     "resolve_champions",
     "run_score",
 ]
@@ -103,8 +121,8 @@ class ScoreRun:
 
     ``timings`` holds the wall time (s) of each step: those of
     :func:`crmscore.scoring.apply.score_customers` / ``score_leads`` plus
-    ``models`` (resolving and loading the champions), ``run_id`` (the digest of the input
-    data), ``assemble`` (previous scores, score rows), ``write``
+    ``models`` (resolving and loading the champions), ``run_id`` (the digests of the input
+    data and of the settings), ``assemble`` (previous scores, score rows), ``write``
     (:func:`crmscore.io.scores.write_scores`; its own stages are in ``written.timings``) and
     ``files`` (``--output`` and the worklist).
     """
@@ -120,6 +138,10 @@ class ScoreRun:
     #: what this run left out and why (kinds without a champion or data, no worklist ...)
     notes: list[str] = field(default_factory=list)
     scored_at: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+    #: the inputs counted for the input volume guard and the run log (:func:`input_counts`)
+    input_counts: dict[str, Any] | None = None
+    #: digest of the settings of the run, kept in the run log (None: not computed)
+    settings_digest: str | None = None
 
 
 def resolve_champions(
@@ -184,19 +206,147 @@ def _usable(models: dict[str, ChampionModel], data: CRMData, cfg: Config, notes:
     return out
 
 
-def _run_id(
-    as_of: date, models: dict[str, ChampionModel], data: CRMData, input_digest: Mapping[str, str] | None
-) -> str:
-    if input_digest:
-        digest = {"inputs": input_digest["all"]}
-    else:
-        from crmscore.core.digest import data_digest
+def input_counts(data: CRMData, as_of: date, cfg: Config) -> dict[str, Any]:
+    """The volume of a run's inputs: what the input volume guard compares between runs.
 
-        digest = data_digest(data)
+    Vectorised (one mask and one ``nunique`` over the transactions, masks over the leads).
+
+    Returns
+    -------
+    dict
+        ``tables``: rows per input table (after validation: at or before ``as_of``; on
+        PostgreSQL the leads and their activities in the scoring scope);
+        ``customers_active_365d``: customers with a transaction in the 365 days up to ``as_of``
+        (with a transactions table); ``open_leads``: the open leads in the scoring population
+        (with a leads table: created by the cutoff, not converted, conversion window still
+        running unless ``leads.include_stale`` or ``leads.label_column``).
+    """
+    from crmscore.core.time import cutoff_end
+    from crmscore.features.leads import open_lead_mask, window_closed_mask
+
+    out: dict[str, Any] = {"tables": {name: len(df) for name, df in data.tables().items()}}
+    end = cutoff_end(as_of)
+    tx = data.transactions
+    if tx is not None:
+        ts = tx["ts"]
+        recent = ((ts >= end - pd.Timedelta(days=365)) & (ts < end)).to_numpy(dtype=bool, na_value=False)
+        out["customers_active_365d"] = int(tx["customer_id"][recent].nunique())
+    leads = data.leads
+    if leads is not None:
+        scored = open_lead_mask(leads, as_of, open_only=True)
+        lc = cfg.leads
+        if not (lc.include_stale or lc.label_column is not None):
+            scored &= ~window_closed_mask(leads, as_of, lc.conversion_window_days)
+        out["open_leads"] = int(scored.sum())
+    return out
+
+
+def _run_record(run: ScoreRun, data: CRMData, cfg: Config) -> Any:
+    """The run log's :class:`crmscore.io.scores.RunRecord` of ``run`` (the inputs counted here)."""
+    from crmscore.io.scores import RunRecord
+
+    run.input_counts = input_counts(data, run.as_of, cfg)
+    return RunRecord(
+        run.run_id,
+        run.as_of,
+        run.scored_at,
+        model_versions=run.model_versions,
+        input_counts=run.input_counts,
+        settings_digest=run.settings_digest,
+        notes=tuple(run.notes),
+    )
+
+
+#: keys that do not change a score: where the scores go and how they are written (``scoring``),
+#: model fitting, training gates and training cutoffs (``churn``, ``leads``, ``features``),
+#: where the data are read from (``data``; a table's ``name`` too)
+_NOT_SCORING: dict[str, frozenset[str]] = {
+    "scoring": frozenset(
+        {
+            "customer_scores_table",
+            "customer_history_table",
+            "lead_scores_table",
+            "lead_history_table",
+            "runs_table",
+            "chunksize",
+            "lock_timeout_s",
+            "idle_in_transaction_timeout_s",
+        }
+    ),
+    "features": frozenset({"as_of", "cutoffs", "cutoff_step_days"}),
+    "classifier": frozenset(
+        {
+            "n_estimators",
+            "learning_rate",
+            "num_leaves",
+            "min_child_samples",
+            "subsample",
+            "colsample_bytree",
+            "reg_lambda",
+            "n_jobs",
+            "random_state",
+            "exclude_features",
+            "calibration",
+            "calibration_fraction",
+            "holdout_fraction",
+            "min_rows",
+            "min_positives",
+            "min_calibration_positives",
+            "max_single_feature_auc",
+            "max_train_rows",
+            "max_eval_auc",
+        }
+    ),
+    "data": frozenset({"source", "crm_url", "db_schema", "folder", "file_format", "quarantine", "tables"}),
+}
+
+
+def _scoring_settings(cfg: Config) -> dict[str, Any]:
+    """The settings the scores depend on, as plain values (:func:`crmscore.core.digest.settings_digest`).
+
+    Every key of ``scoring``, ``features``, ``churn``, ``leads`` and ``clv`` but those of
+    :data:`_NOT_SCORING` (a key added later counts until it is listed there: a new run rather
+    than a replay that keeps stale scores), and of ``data`` what changes the meaning of the
+    inputs: the time zone of naive timestamps, the required tables and each table's column
+    map, encoding and column roles.
+    """
+    out: dict[str, Any] = {
+        "scoring": cfg.scoring.model_dump(mode="json", exclude=set(_NOT_SCORING["scoring"])),
+        "features": cfg.features.model_dump(mode="json", exclude=set(_NOT_SCORING["features"])),
+        "churn": cfg.churn.model_dump(mode="json", exclude=set(_NOT_SCORING["classifier"])),
+        "leads": cfg.leads.model_dump(mode="json", exclude=set(_NOT_SCORING["classifier"])),
+        "clv": cfg.clv.model_dump(mode="json"),
+        "data": cfg.data.model_dump(mode="json", exclude=set(_NOT_SCORING["data"])),
+    }
+    tables = {t: tc.model_dump(mode="json", exclude={"name"}) for t, tc in sorted(cfg.data.tables.items())}
+    default = TableConfig().model_dump(mode="json", exclude={"name"})
+    out["data"]["tables"] = {t: d for t, d in tables.items() if d != default}  # (a name only: as absent)
+    return out
+
+
+def _run_id(
+    as_of: date,
+    models: dict[str, ChampionModel],
+    data: CRMData,
+    settings: str,
+    input_digest: Mapping[str, str] | None,
+) -> str:
+    """The deterministic run id: 32 hex digits of SHA-256 over what the scores depend on.
+
+    ``as_of``, the model names and versions, the content digest of each input table at
+    ``as_of`` (``input_digest``'s when it has every table of ``data``, else computed here) and
+    ``settings`` (:func:`_scoring_settings` digested).
+    """
+    present = list(data.tables())
+    given = dict(input_digest or {})
+    tables = (
+        {t: given[t] for t in present} if all(t in given for t in present) else content_digests(data, as_of)
+    )
     payload = {
         "as_of": str(as_of),
         "models": {k: [m.name, m.version] for k, m in sorted(models.items())},
-        "data": digest,
+        "data": {"content": tables},
+        "settings": settings,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -232,8 +382,9 @@ def run_score(
     run_id : str, optional
         Override the deterministic run id.
     input_digest : mapping, optional
-        ``ValidationReport.input_digest`` of ``data``: the run id then digests the inputs as
-        read (fast on Arrow-backed tables) instead of hashing the validated tables again.
+        ``ValidationReport.input_digest`` of ``data``, validated at this ``as_of``: its
+        per-table content digests (computed by the validation from Arrow strings) enter the
+        run id instead of digesting the validated tables again (same values, slower).
     force : bool
         Write even when an input guard refuses (the input volume dropped beyond
         ``scoring.max_input_drop``, inputs unlike a model's training data); logged as a warning
@@ -253,14 +404,18 @@ def run_score(
     timings["models"] = time.perf_counter() - start
     versions = {k: {"name": m.name, "version": m.version} for k, m in models.items()}
     start = time.perf_counter()
-    rid = run_id or _run_id(as_of, models, data, input_digest)
+    settings = settings_digest(_scoring_settings(cfg))
+    rid = run_id or _run_id(as_of, models, data, settings, input_digest)
     timings["run_id"] = time.perf_counter() - start
-    run = ScoreRun(rid, as_of, None, None, versions, timings=timings, notes=notes)
+    run = ScoreRun(rid, as_of, None, None, versions, timings=timings, notes=notes, settings_digest=settings)
     customers = any(m.spec.target == "customer" for m in models.values())
-    outputs = score_customers(data, as_of, cfg, models, timings) if customers else None
+    outputs = None
+    if customers:  # the features of every kind are checked first (scoring.input_checks)
+        outputs = score_customers(data, as_of, cfg, models, timings, force=force, notes=notes)
+    leads_in = lead_inputs(data, as_of, cfg, models, timings, force=force, notes=notes)
     if outputs is None or not outputs.frames:
         _note(notes, "no customer model: customer scores are not written")
-    _score_and_write(data, as_of, cfg, models, outputs, run, write_back)
+    _score_and_write(data, as_of, cfg, models, outputs, run, write_back, leads_in, force=force)
     with timed_stage("files", "writing the worklist and score files", timings):
         _write_files(run, data, cfg, output, worklist_dir)
     return run
@@ -274,6 +429,9 @@ def _score_and_write(
     outputs: CustomerOutputs | None,
     run: ScoreRun,
     write_back: bool,
+    leads_in: LeadInputs | None = None,
+    *,
+    force: bool = False,
 ) -> None:
     """Assemble the score rows, compute the reasons and write everything in one transaction."""
     from crmscore.io.crm import create_engine
@@ -281,11 +439,12 @@ def _score_and_write(
     to_crm = write_back and cfg.data.source == "crm"
     engine = create_engine(cfg.data.resolved_crm_url()) if to_crm else None
     timings = run.timings
+    record = _run_record(run, data, cfg) if engine is not None else None
     try:
-        with _write_back(engine, cfg, timings) as writer:
+        with _write_back(engine, cfg, timings, record, force) as writer:
             if outputs is not None and outputs.frames:
                 _customer_rows(engine, writer, as_of, cfg, outputs, run)
-            leads = score_leads(data, as_of, cfg, models, timings)
+            leads = score_leads(leads_in, cfg, timings)
             if leads is not None:
                 lead_model, lead_out = leads
                 with timed_stage("assemble", "assembling the lead score rows", timings):
@@ -304,6 +463,8 @@ def _score_and_write(
         if engine is not None:
             engine.dispose()
     run.written = None if writer is None else writer.result
+    if writer is not None:
+        run.notes += writer.result.notes  # guards overridden by force
 
 
 def _customer_rows(
@@ -316,9 +477,7 @@ def _customer_rows(
     explained, explain = explain_mask(outputs, cfg)  # reasons follow once the rows are on their way
     with timed_stage("assemble", "assembling the score rows", timings):
         previous = (
-            read_previous_scores(
-                engine, cfg.scoring, as_of=as_of, run_id=run.run_id, schema=cfg.data.db_schema
-            )
+            read_previous_scores(engine, cfg.scoring, as_of=as_of, schema=cfg.data.db_schema)
             if engine is not None
             else None
         )
@@ -384,9 +543,12 @@ def _write_files(
 
 
 @contextmanager
-def _write_back(engine: Any, cfg: Config, timings: dict[str, float]) -> Iterator[Any]:
+def _write_back(
+    engine: Any, cfg: Config, timings: dict[str, float], record: Any = None, force: bool = False
+) -> Iterator[Any]:
     """A :class:`crmscore.io.scores.ScoreWriter` on ``engine`` (None without one).
 
+    ``record`` (a :class:`crmscore.io.scores.RunRecord`) and ``force`` go to the writer.
     Its wait at the end (the rest of the transaction, the commit) is ``timings["write"]``.
     """
     if engine is None:
@@ -394,7 +556,7 @@ def _write_back(engine: Any, cfg: Config, timings: dict[str, float]) -> Iterator
         return
     from crmscore.io.scores import ScoreWriter
 
-    writer = ScoreWriter(engine, cfg.scoring, schema=cfg.data.db_schema)
+    writer = ScoreWriter(engine, cfg.scoring, schema=cfg.data.db_schema, run=record, force=force)
     writer.__enter__()
     try:
         yield writer

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from crmscore.config import Config, PromotionConfig, redact_url
-from crmscore.core.digest import data_digest
+from crmscore.core.digest import combine_digests, content_digests
 from crmscore.core.progress import stage
 from crmscore.core.schema import CRMData
 from crmscore.core.serial import jsonable
@@ -172,8 +172,13 @@ def data_summary(data: CRMData, report: Any | None = None) -> dict[str, Any]:
     if report is not None:
         summary["validated_as_of"] = report.as_of.date().isoformat()
         summary["rows_set_aside"] = int(report.rows_set_aside)
-    # the digest of the inputs as read (with the data settings), else of the validated tables
-    summary["digest_sha256"] = dict(getattr(report, "input_digest", None) or data_digest(data))
+    # the content digest of each validated table and "all" (with the data settings), else of
+    # the tables given (every row: no cutoff known here)
+    digests = dict(getattr(report, "input_digest", None) or {})
+    if not digests:
+        digests = content_digests(data, None)
+        digests["all"] = combine_digests(digests)
+    summary["digest_sha256"] = digests
     return summary
 
 

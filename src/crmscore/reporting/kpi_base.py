@@ -129,7 +129,7 @@ def known_data(data: CRMData, as_of: DateLike) -> CRMData:
                         df.loc[masked, "customer_id"] = pd.NA
         out[name] = df
     extras = {k: v for k, v in data.extras.items() if k != _DATES}
-    return CRMData(**out, extras={**extras, _KNOWN_AT: end})
+    return CRMData(**out, extras={**extras, _KNOWN_AT: end}, roles=data.roles)
 
 
 def check_period(period: Period, as_of: DateLike) -> None:

@@ -5,7 +5,10 @@ feature table (``ModelSpec.select_rows``: CLV scores the customers with a purcha
 interval when it has one; the lead kind scores the open leads. A model here is anything with
 ``kind``, ``spec``, ``model`` and ``predict(X)`` (:class:`crmscore.pipelines.score.ChampionModel`).
 Reasons are computed only for the rows someone acts on (:mod:`crmscore.scoring.explain`).
-Nothing is read or written here.
+Before any model predicts, its rows are checked against its training record
+(:mod:`crmscore.scoring.input_checks`: types, unseen levels, missing values); a refusal raises
+:class:`~crmscore.core.score_contract.InputGuardError` unless ``force``, and the counts go to
+the run's ``notes``. Nothing is read or written here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +26,14 @@ from crmscore.core.progress import timed_stage
 from crmscore.core.schema import CRMData
 from crmscore.scoring.explain import churn_rows_to_explain
 
+if TYPE_CHECKING:
+    from crmscore.scoring.input_checks import InputCheckResult
+
 __all__ = [
     "CustomerOutputs",
+    "LeadInputs",
     "explain_mask",
+    "lead_inputs",
     "reasons_of",
     "score_customers",
     "score_leads",
@@ -36,13 +44,22 @@ log = logging.getLogger(__name__)
 ChampionModel = Any  # duck-typed: kind, spec, model, predict(X)
 
 
-def _require_columns(model: ChampionModel, frame: pd.DataFrame) -> None:
-    features = [c for c, _ in model.spec.inputs(model.model)]
-    missing = [c for c in features if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{model.kind} model {model.name} v{model.version}: input column(s) missing: {missing}"
-        )
+def _check(
+    model: ChampionModel, rows: pd.DataFrame, cfg: Config, force: bool, notes: list[str] | None
+) -> InputCheckResult:
+    """The input checks of ``model`` on ``rows`` (:func:`~crmscore.scoring.input_checks.inspect_inputs`),
+    their notes logged and added to ``notes``; the caller raises the refusals."""
+    from crmscore.scoring.input_checks import inspect_inputs, profile_of
+
+    result = inspect_inputs(
+        model.kind, profile_of(model.spec, model.model), rows, cfg.scoring.input_checks, force=force
+    )
+    for f in result.findings:
+        log.warning("%s", f.message)
+    log.info("%s", result.summary())
+    if notes is not None:
+        notes += result.notes()
+    return result
 
 
 def _reasons(model: ChampionModel, X: pd.DataFrame, mask: np.ndarray, n: int) -> np.ndarray:
@@ -122,19 +139,36 @@ def score_customers(
     cfg: Config,
     models: dict[str, ChampionModel],
     timings: dict[str, float] | None,
+    *,
+    force: bool = False,
+    notes: list[str] | None = None,
 ) -> CustomerOutputs:
-    """Features and every customer kind's outputs and intervals (no reasons yet)."""
+    """Features, their checks and every customer kind's outputs and intervals (no reasons yet).
+
+    Every customer kind's rows are checked against its training record before any predicts
+    (the notes go to ``notes``); with ``force`` an input absent from the features is scored
+    as missing on every row.
+
+    Raises
+    ------
+    InputGuardError
+        An input check refuses (every refusal of every kind named) and not ``force``.
+    """
     from crmscore.features.tables import build_feature_table
+    from crmscore.scoring.input_checks import fill_absent, raise_refusals
 
     with timed_stage("features", f"building features as of {as_of}", timings):
         features = build_feature_table(data, as_of, cfg)
+    kinds = {k: m for k, m in models.items() if m.spec.target == "customer"}
+    with timed_stage("input_checks", "checking the customer features against the models", timings):
+        results = [_check(m, m.spec.select_rows(features), cfg, force, notes) for m in kinds.values()]
+        raise_refusals(results)
+        for result in results:
+            features = fill_absent(features, result)
     out = CustomerOutputs(features)
-    for kind, model in models.items():
+    for kind, model in kinds.items():
         spec = model.spec
-        if spec.target != "customer":
-            continue
         rows = spec.select_rows(features)
-        _require_columns(model, rows)
         with timed_stage(f"{kind}_predict", f"scoring {kind} for {len(rows):,} customers", timings):
             out.frames[kind] = model.predict(rows)
             if spec.interval is not None:
@@ -144,16 +178,36 @@ def score_customers(
     return out
 
 
-def score_leads(
+@dataclass
+class LeadInputs:
+    """The lead model and the checked features of the open leads it scores."""
+
+    model: ChampionModel
+    features: pd.DataFrame
+
+
+def lead_inputs(
     data: CRMData,
     as_of: date,
     cfg: Config,
     models: dict[str, ChampionModel],
     timings: dict[str, float] | None,
-) -> tuple[ChampionModel, pd.DataFrame] | None:
-    """The lead model and its open-lead scores with their reasons; None without a lead
-    champion or open leads."""
+    *,
+    force: bool = False,
+    notes: list[str] | None = None,
+) -> LeadInputs | None:
+    """The lead model and its open-lead features, checked against its training record.
+
+    None without a lead champion or open leads. Built before anything is written, so that a
+    refusal writes nothing (see :func:`score_customers` for ``force`` and ``notes``).
+
+    Raises
+    ------
+    InputGuardError
+        An input check refuses and not ``force``.
+    """
     from crmscore.features.tables import build_lead_features
+    from crmscore.scoring.input_checks import fill_absent, raise_refusals
 
     lead_models = [m for m in models.values() if m.spec.target == "lead"]
     if not lead_models or data.leads is None:
@@ -163,7 +217,20 @@ def score_leads(
         lead_features = build_lead_features(data, as_of, cfg)
     if not len(lead_features):
         return None
-    _require_columns(leads, lead_features)
+    with timed_stage("input_checks", "checking the open-lead features against the model", timings):
+        result = _check(leads, lead_features, cfg, force, notes)
+        raise_refusals([result])
+    return LeadInputs(leads, fill_absent(lead_features, result))
+
+
+def score_leads(
+    inputs: LeadInputs | None, cfg: Config, timings: dict[str, float] | None
+) -> tuple[ChampionModel, pd.DataFrame] | None:
+    """The lead model and its open-lead scores with their reasons (None without ``inputs``:
+    no lead champion or no open leads, see :func:`lead_inputs`)."""
+    if inputs is None:
+        return None
+    leads, lead_features = inputs.model, inputs.features
     with timed_stage("lead_predict", f"scoring {len(lead_features):,} open leads", timings):
         lead_out = leads.predict(lead_features)
     with timed_stage("lead_reasons", "lead reasons", timings):

@@ -3,6 +3,8 @@ table, stacked training sets, and the same results on integer id codes as on the
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,3 +114,76 @@ def test_scoring_leaves_out_open_leads_past_their_conversion_window(
     assert set(feature_pipeline.build_lead_features(crm, "2025-12-31", every).index) == set(
         leads.loc[open_, "lead_id"]
     )
+
+
+# ----------------------------------------------------------- feature roles (crmscore.ingest.roles)
+
+
+def _pii_crm(n: int = 150) -> CRMData:
+    """``n`` customers and leads created over a year, with identifying and personal columns."""
+    created = pd.Series(pd.date_range("2023-01-01", periods=n, freq="2D", tz="UTC"))
+    plans = pd.array(["basic", "pro", "team"] * (n // 3), dtype="str")
+    customers = pd.DataFrame(
+        {
+            "customer_id": pd.array([f"C{i:04d}" for i in range(n)], dtype="str"),
+            "created_at": created,
+            "owner": pd.array(["Alex Meyer", "Bea Schmidt"] * (n // 2), dtype="str"),
+            "email": pd.array([f"p{i}@example.com" for i in range(n)], dtype="str"),
+            "ref": pd.array([f"R{i}" for i in range(n)], dtype="str"),  # near-unique over the whole table
+            "plan": plans,
+            "churn": [i % 3 == 0 for i in range(n)],
+        }
+    )
+    tx = pd.DataFrame(
+        {"customer_id": customers["customer_id"], "ts": created + pd.Timedelta(days=1), "amount": 10.0}
+    )
+    leads = pd.DataFrame(
+        {
+            "lead_id": pd.array([f"L{i:04d}" for i in range(n)], dtype="str"),
+            "created_at": created,
+            "converted_at": pd.Series([pd.NaT] * n, dtype="datetime64[ns, UTC]"),
+            "sales_rep": pd.array(["Alex Meyer", "Bea Schmidt"] * (n // 2), dtype="str"),
+            "contact_name": pd.array([f"Person {i}" for i in range(n)], dtype="str"),
+            "source": pd.array(["web", "event"] * (n // 2), dtype="str"),
+        }
+    )
+    return CRMData(customers=customers, transactions=tx, leads=leads)
+
+
+EXCLUDED = {"owner", "email", "ref", "sales_rep", "contact_name"}
+
+
+def test_non_feature_columns_are_absent_from_every_feature_table():
+    crm = _pii_crm()
+    cfg = Config.model_validate({"leads": {"include_stale": True}})
+    tables = {
+        "feature table": feature_pipeline.build_feature_table(crm, "2023-12-31", cfg),
+        "churn training set": build_churn_training_set(crm, "2023-09-30", cfg, n_cutoffs=3, step_days=60),
+        "lead features": feature_pipeline.build_lead_features(crm, "2023-12-31", cfg),
+        "lead training set": build_lead_training_set(crm, "2023-09-30", cfg, n_cutoffs=2, step_days=60),
+    }
+    for what, table in tables.items():
+        assert not EXCLUDED & set(table.columns), what
+    assert "plan" in tables["feature table"] and "source" in tables["lead features"]
+    # the decision is taken once on the whole table: at the earliest cutoff fewer than 100
+    # customers are known (too few to judge 'ref' near-unique on them) and 'ref' is still absent
+    first = tables["churn training set"]["cutoff"].min()
+    assert (tables["churn training set"]["cutoff"] == first).sum() < 100
+    from crmscore.features.snapshot import snapshot_churn_set
+
+    snap = snapshot_churn_set(crm.customers, cfg.churn)
+    assert "plan" in snap and not EXCLUDED & set(snap.columns)
+
+
+def test_stored_and_declared_roles_decide():
+    crm = _pii_crm()
+    # roles stored at validation are used as they are: here plan is declared personal data
+    stored = dataclasses.replace(crm, roles={"customers": {"plan": "pii", "email": "feature"}})
+    f = build_feature_table(stored, "2023-12-31", Config())
+    assert "plan" not in f.columns and "email" in f.columns
+    # without stored roles the config's declarations opt a column back in (or out)
+    cfg = Config.model_validate(
+        {"data": {"tables": {"customers": {"roles": {"owner": "feature", "plan": "free_text"}}}}}
+    )
+    g = build_feature_table(crm, "2023-12-31", cfg)
+    assert "owner" in g.columns and "plan" not in g.columns and "email" not in g.columns

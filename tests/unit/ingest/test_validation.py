@@ -325,7 +325,16 @@ def test_validation_report_digests_the_inputs_and_settings() -> None:
     assert a.to_dict()["input_digest_sha256"] == a.input_digest["all"]
     _, later = validate_tables(dict(raw), Config(), as_of="2025-12-30", now="2026-01-01")
     assert later.input_digest["all"] != a.input_digest["all"]  # the cutoff is part of it
-    assert later.input_digest["transactions"] == a.input_digest["transactions"]
+    # a table's digest covers its rows known at the cutoff (crmscore.core.digest): the rows of
+    # the day after it are as if absent
+    tx = raw["transactions"]
+    known = tx[tx["ts"] < pd.Timestamp("2025-12-31", tz="UTC")]
+    assert 0 < len(known) < len(tx)
+    _, trimmed = validate_tables(
+        {**raw, "transactions": known}, Config(), as_of="2025-12-30", now="2026-01-01"
+    )
+    assert later.input_digest["transactions"] == trimmed.input_digest["transactions"]
+    assert later.input_digest["transactions"] != a.input_digest["transactions"]
     zoned = Config(data={"source_timezone": "Europe/Berlin"})
     _, c = validate_tables(dict(raw), zoned, as_of="2025-12-31", now="2026-01-01")
     assert c.input_digest["all"] != a.input_digest["all"]  # so are the data settings

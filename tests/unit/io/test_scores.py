@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 import crmscore.io.scores as scores_io
 from crmscore.config import ConfigError, ScoringConfig, config_from_mapping
+from crmscore.core.score_contract import LockTimeoutError
 from crmscore.io.crm import create_engine
 from crmscore.io.scores import (
     ScoreTableError,
@@ -33,84 +34,11 @@ from crmscore.io.scores import (
     read_scores,
     write_scores,
 )
-from crmscore.scoring.rows import assemble_customer_scores, assemble_lead_scores
+from helpers import as_read, make_customer_scores, make_lead_scores
+from helpers import assert_same_scores as assert_same
+from helpers import score_snapshot as snapshot
 
 CFG = ScoringConfig()
-TABLES = ("customer_scores", "customer_history", "lead_scores", "lead_history")
-
-
-def make_customer_scores(
-    n: int,
-    *,
-    run_id: str = "run-1",
-    as_of: str = "2026-01-31",
-    seed: int = 0,
-    scored_at: datetime | None = None,
-    previous: pd.DataFrame | None = None,
-    cfg: ScoringConfig = CFG,
-) -> pd.DataFrame:
-    """Assembled customer scores for ``n`` synthetic customers (10 % without a purchase)."""
-    rng = np.random.default_rng(seed)
-    ids = pd.Index([f"C{i:07d}" for i in range(n)], name="customer_id")
-    buyer = np.arange(n) % 10 != 0
-    features = pd.DataFrame(
-        {
-            "recency_days": np.where(buyer, rng.integers(0, 400, n), np.nan),
-            "n_purchases": np.where(buyer, rng.integers(1, 20, n), 0),
-            "tenure_days": rng.integers(0, 1500, n).astype(float),
-            "purchase_trend": rng.uniform(-1, 1, n),
-            "tickets_open": rng.integers(0, 3, n).astype(float),
-            "csat_mean": rng.uniform(1, 5, n),
-            "rfm_segment": np.where(buyer, "Loyal", "No purchases"),
-        },
-        index=ids,
-    )
-    p = rng.uniform(0, 1, n)
-    band = np.where(p >= 0.5, "high", np.where(p >= 0.25, "medium", "low"))
-    reason = '[{"feature": "recency_days", "label": "Days since last purchase", "value": 120, '
-    reason += '"direction": "increases", "contribution": 0.5}, {"feature": "note", "label": "Note \\"q\\"", '
-    reason += '"value": "a,b\\nc", "direction": "decreases", "contribution": -0.25}]'
-    churn = pd.DataFrame(
-        {"churn_probability": p, "churn_risk": band, "top_reasons": np.where(band == "low", None, reason)},
-        index=ids,
-    )
-    b = ids[buyer]
-    clv_point = rng.gamma(2.0, 100.0, len(b))
-    ep = rng.uniform(0, 5, len(b))
-    clv = pd.DataFrame(
-        {"p_alive": rng.uniform(0, 1, len(b)), "expected_purchases": ep, "predicted_clv": clv_point}, index=b
-    )
-    interval = pd.DataFrame(
-        {
-            "expected_purchases_lower": ep * 0.8,
-            "expected_purchases_upper": ep * 1.3,
-            "predicted_clv_lower": clv_point * 0.7,
-            "predicted_clv_upper": clv_point * 1.5,
-        },
-        index=b,
-    )
-    return assemble_customer_scores(
-        features, churn, clv, interval, as_of=as_of, run_id=run_id,
-        model_versions={"churn": ("crmscore-churn", "1"), "clv": ("crmscore-clv", "1")},
-        scored_at=scored_at or datetime(2026, 2, 1, 6, 0, 0, 123456, tzinfo=UTC), previous=previous, cfg=cfg,
-    )  # fmt: skip
-
-
-def make_lead_scores(
-    n: int, *, run_id: str = "run-1", as_of: str = "2026-01-31", seed: int = 1
-) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    p = rng.uniform(0, 1, n)
-    score = np.floor(100 * p + 0.5).astype(np.int64)
-    grade = np.select([score >= 75, score >= 50, score >= 25], ["A", "B", "C"], "D")
-    out = pd.DataFrame(
-        {"conversion_probability": p, "lead_score": score, "lead_grade": grade, "top_reasons": None},
-        index=pd.Index([f"L{i:06d}" for i in range(n)], name="lead_id"),
-    )
-    return assemble_lead_scores(
-        out, as_of=as_of, run_id=run_id, model_version=("crmscore-leads", "4"),
-        scored_at=datetime(2026, 2, 1, 6, 0, tzinfo=UTC),
-    )  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -124,24 +52,8 @@ def store(request, tmp_path):
         yield request.getfixturevalue("pg_engine"), request.getfixturevalue("pg_schema")
 
 
-def snapshot(engine: sa.Engine, schema: str | None, cfg: ScoringConfig = CFG) -> dict[str, pd.DataFrame]:
-    return {w: read_scores(engine, cfg, w, schema=schema) for w in TABLES}  # type: ignore[arg-type]
-
-
-def assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
-    for k in TABLES:
-        pd.testing.assert_frame_equal(a[k], b[k], obj=k)
-
-
 def by_id(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("customer_id").reset_index(drop=True)
-
-
-def as_read(df: pd.DataFrame) -> pd.DataFrame:
-    """An assembled frame typed as :func:`read_scores` gives it back."""
-    kinds = scores_io.CUSTOMER_SCORE_COLUMNS if "customer_id" in df else scores_io.LEAD_SCORE_COLUMNS
-    key = "customer_id" if "customer_id" in df else "lead_id"
-    return scores_io._normalise(df, kinds).sort_values(key).reset_index(drop=True)
 
 
 def test_round_trip_every_column(store):
@@ -154,9 +66,10 @@ def test_round_trip_every_column(store):
     assert res.latest_updated == {"customer_scores": 300, "lead_scores": 50}
     assert res.history_inserted == {"customer_score_history": 300, "lead_score_history": 50}
     got = snapshot(engine, schema)
-    pd.testing.assert_frame_equal(got["customer_scores"], as_read(cust))  # exact floats, NULLs, quotes
+    # exact floats, NULLs, quotes
+    pd.testing.assert_frame_equal(got["customer_scores"], as_read(cust, latest=True))
     pd.testing.assert_frame_equal(got["customer_history"], as_read(cust))
-    pd.testing.assert_frame_equal(got["lead_scores"], as_read(leads))
+    pd.testing.assert_frame_equal(got["lead_scores"], as_read(leads, latest=True))
     stored = json.loads(got["customer_scores"]["top_reasons"].dropna().iloc[0])
     assert stored[1]["value"] == "a,b\nc" and stored[1]["label"] == 'Note "q"'  # CSV/JSON escaping intact
     # primary keys exist
@@ -179,7 +92,7 @@ def test_replay_changes_nothing_and_next_run_updates(store):
     assert res.history_inserted == {"customer_score_history": 0, "lead_score_history": 0}
     assert_same(first, snapshot(engine, schema))
     # next run: previous scores give the trend; latest updated, history appended
-    prev = read_previous_scores(engine, CFG, as_of="2026-02-28", run_id="run-2", schema=schema)
+    prev = read_previous_scores(engine, CFG, as_of="2026-02-28", schema=schema)
     assert prev is not None and len(prev) == 200
     run2 = make_customer_scores(
         210, run_id="run-2", as_of="2026-02-28", seed=5, previous=prev,
@@ -189,12 +102,12 @@ def test_replay_changes_nothing_and_next_run_updates(store):
     res = write_scores(engine, run2, None, cfg=CFG, schema=schema)
     assert res.latest_updated == {"customer_scores": 210}
     after = snapshot(engine, schema)
-    pd.testing.assert_frame_equal(after["customer_scores"], as_read(run2))
+    pd.testing.assert_frame_equal(after["customer_scores"], as_read(run2, latest=True))
     assert len(after["customer_history"]) == 410
     assert after["customer_history"].groupby("run_id").size().to_dict() == {"run-1": 200, "run-2": 210}
     pd.testing.assert_frame_equal(after["lead_scores"], first["lead_scores"])
-    # replaying run 2 computes the same trend (its own rows are ignored) and changes nothing
-    prev_again = read_previous_scores(engine, CFG, as_of="2026-02-28", run_id="run-2", schema=schema)
+    # replaying run 2 computes the same trend (only earlier days count) and changes nothing
+    prev_again = read_previous_scores(engine, CFG, as_of="2026-02-28", schema=schema)
     # (prev came from the latest table, prev_again from the history: run 2 is the latest)
     pd.testing.assert_frame_equal(by_id(prev_again), by_id(prev))
     write_scores(engine, run2, None, cfg=CFG, schema=schema)
@@ -209,13 +122,13 @@ def test_previous_scores_from_the_latest_table_are_the_newest_history_rows(store
     monkeypatch.setattr(
         scores_io,
         "_previous_from_history",
-        lambda e, h, day, run: windows.append(run) or window(e, h, day, run),
+        lambda e, h, day: windows.append(str(day)[:10]) or window(e, h, day),
     )
     history = scores_io.score_tables(CFG, schema)[CFG.customer_history_table]
 
-    def from_history(as_of: str, run: str) -> pd.DataFrame:
+    def from_history(as_of: str) -> pd.DataFrame:
         day = scores_io._day_param(as_of, engine.dialect.name)
-        got = scores_io._previous_from_history(engine, history, day, run)
+        got = scores_io._previous_from_history(engine, history, day)
         return scores_io._normalise(got, scores_io._PREVIOUS_COLUMNS)
 
     write_scores(
@@ -226,9 +139,9 @@ def test_previous_scores_from_the_latest_table_are_the_newest_history_rows(store
         150, run_id="r2", as_of="2026-02-28", seed=2, scored_at=datetime(2026, 3, 1, tzinfo=UTC)
     ).iloc[40:]
     write_scores(engine, feb, cfg=CFG, schema=schema)
-    prev = read_previous_scores(engine, CFG, as_of="2026-03-31", run_id="r3", schema=schema)
+    prev = read_previous_scores(engine, CFG, as_of="2026-03-31", schema=schema)
     assert windows == []  # read from the latest table
-    pd.testing.assert_frame_equal(by_id(prev), by_id(from_history("2026-03-31", "r3")))
+    pd.testing.assert_frame_equal(by_id(prev), by_id(from_history("2026-03-31")))
     assert len(prev) == 150
     assert pd.Series(prev["as_of"]).astype(str).value_counts().to_dict() == {
         "2026-02-28": 110,
@@ -237,10 +150,42 @@ def test_previous_scores_from_the_latest_table_are_the_newest_history_rows(store
     febs = prev.set_index("customer_id").loc[feb["customer_id"], "churn_probability"]
     np.testing.assert_array_equal(febs.to_numpy(), feb["churn_probability"].to_numpy())
     # a backfill of mid-February: the February rows are later, so the history decides
-    back = read_previous_scores(engine, CFG, as_of="2026-02-15", run_id="r0", schema=schema)
-    assert windows[-1] == "r0"  # read from the history
-    pd.testing.assert_frame_equal(by_id(back), by_id(from_history("2026-02-15", "r0")))
+    back = read_previous_scores(engine, CFG, as_of="2026-02-15", schema=schema)
+    assert windows[-1] == "2026-02-15"  # read from the history
+    pd.testing.assert_frame_equal(by_id(back), by_id(from_history("2026-02-15")))
     assert len(back) == 100 and set(pd.Series(back["as_of"]).astype(str)) == {"2026-01-31"}
+
+
+def test_previous_scores_are_of_an_earlier_day_never_a_run_of_the_same_day(store):
+    """A re-run of a day (another run id: other data or settings) is not its trend's reference:
+    the trend of every run of a day is against the nearest earlier day."""
+    engine, schema = store
+    jan = make_customer_scores(100, run_id="r1", as_of="2026-01-31", seed=1)
+    write_scores(engine, jan, cfg=CFG, schema=schema)
+    feb = make_customer_scores(
+        100, run_id="r2", as_of="2026-02-28", seed=2, scored_at=datetime(2026, 3, 1, tzinfo=UTC)
+    )
+    write_scores(engine, feb, cfg=CFG, schema=schema)
+    rerun = make_customer_scores(
+        100, run_id="r2b", as_of="2026-02-28", seed=3, scored_at=datetime(2026, 3, 2, tzinfo=UTC)
+    )
+    assert not np.array_equal(rerun["churn_probability"], feb["churn_probability"])  # (else: proves nothing)
+    write_scores(engine, rerun, cfg=CFG, schema=schema)
+    expected = jan.set_index("customer_id")["churn_probability"]
+    for day in ("2026-02-28", "2026-02-15"):  # a re-run of the day, a backfill before it
+        prev = read_previous_scores(engine, CFG, as_of=day, schema=schema)
+        assert set(pd.Series(prev["as_of"]).astype(str)) == {"2026-01-31"}, day
+        np.testing.assert_array_equal(
+            prev.set_index("customer_id")["churn_probability"].loc[expected.index].to_numpy(),
+            expected.to_numpy(),
+        )
+    assert read_previous_scores(engine, CFG, as_of="2026-01-31", schema=schema) is None  # nothing earlier
+    # the next day's reference is the newest run of the day before it: the re-run (latest table)
+    march = read_previous_scores(engine, CFG, as_of="2026-03-31", schema=schema)
+    got = march.set_index("customer_id")["churn_probability"].loc[expected.index].to_numpy()
+    np.testing.assert_array_equal(
+        got, rerun.set_index("customer_id")["churn_probability"].loc[expected.index]
+    )
 
 
 @pytest.mark.postgres
@@ -262,7 +207,7 @@ def test_postgres_latest_tables_leave_room_for_heap_only_updates(pg_engine, pg_s
     fill = [f"fillfactor={scores_io.LATEST_FILLFACTOR}"]
     assert options == {
         "customer_scores": fill, "lead_scores": fill,
-        "customer_score_history": None, "lead_score_history": None,
+        "customer_score_history": None, "lead_score_history": None, "score_runs": None,
     }  # fmt: skip
 
 
@@ -271,19 +216,18 @@ def test_postgres_score_writers_wait_for_each_other_per_schema(pg_engine, pg_sch
     """The writers' advisory lock is per schema: another schema's writer does not wait."""
     other = f"{pg_schema}_b"
     lock = sa.text("SELECT pg_advisory_xact_lock(hashtext('crmscore.scores:' || :s))")
-    impatient = sa.create_engine(pg_engine.url, connect_args={"options": "-c lock_timeout=300"})
+    impatient = ScoringConfig(lock_timeout_s=1)  # (the lock waits: crmscore.io.score_lock)
     try:
         with pg_engine.connect() as holder:  # as a writer of pg_schema inside its transaction
             holder.execute(lock, {"s": pg_schema})
-            res = write_scores(impatient, make_customer_scores(20), cfg=CFG, schema=other)
+            res = write_scores(pg_engine, make_customer_scores(20), cfg=impatient, schema=other)
             assert res.latest_updated == {"customer_scores": 20}
-            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
-                write_scores(impatient, make_customer_scores(20), cfg=CFG, schema=pg_schema)
+            with pytest.raises(LockTimeoutError, match="still held by"):
+                write_scores(pg_engine, make_customer_scores(20), cfg=impatient, schema=pg_schema)
             holder.rollback()
         assert not sa.inspect(pg_engine).has_table("customer_scores", schema=pg_schema)  # nothing left
-        write_scores(impatient, make_customer_scores(20), cfg=CFG, schema=pg_schema)  # free again
+        write_scores(pg_engine, make_customer_scores(20), cfg=impatient, schema=pg_schema)  # free again
     finally:
-        impatient.dispose()
         with pg_engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{other}" CASCADE'))
 
@@ -343,7 +287,7 @@ _KILL_SCRIPT = textwrap.dedent(
     import crmscore.io.scores as scores_io
     from crmscore.config import ScoringConfig
     from crmscore.io.crm import create_engine
-    from test_scores import make_customer_scores, make_lead_scores
+    from helpers import make_customer_scores, make_lead_scores
 
     url = os.environ["CRMSCORE_TEST_WRITER_URL"]  # not on the command line: it may hold a password
     schema, ready = (sys.argv[1] or None), Path(sys.argv[2])
@@ -373,7 +317,7 @@ def test_killed_writer_leaves_previous_scores(store, tmp_path):
     ready = tmp_path / "ready"
     script = tmp_path / "writer.py"
     n = 20_000
-    script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parent), n=n))
+    script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parents[2]), n=n))
     url = engine.url.render_as_string(hide_password=False)
     env = {**os.environ, "CRMSCORE_TEST_WRITER_URL": url}
     proc = subprocess.Popen([sys.executable, str(script), schema or "", str(ready)], env=env)
@@ -481,7 +425,7 @@ def test_copy_in_batches_round_trips_and_a_failing_batch_writes_nothing(pg_engin
     write_scores(pg_engine, cust, leads, cfg=CFG, schema=pg_schema, expected_customer_ids=cust["customer_id"])
     got = snapshot(pg_engine, pg_schema)
     pd.testing.assert_frame_equal(got["customer_history"], as_read(cust))
-    pd.testing.assert_frame_equal(got["lead_scores"], as_read(leads))
+    pd.testing.assert_frame_equal(got["lead_scores"], as_read(leads, latest=True))
 
     real, sent = scores_io._csv_bytes, []
 
