@@ -105,14 +105,26 @@ def _config() -> Config:
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
+    """The day of an ISO ``YYYY-MM-DD`` option value; anything else is a usage error (exit 2).
+
+    Only ISO is accepted, so ``01-02-1998`` is refused instead of silently becoming a day
+    of either order.
+    """
     if value is None:
         return None
+    import re
+
     from crmscore.core.time import as_of_day
 
+    text = value.strip()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO day: expected YYYY-MM-DD (e.g. 2025-06-30)", param_hint=option
+        )
     try:
-        return as_of_day(value).date()
+        return as_of_day(text).date()
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=option) from None
+        raise typer.BadParameter(f"{exc}: a real day is needed, e.g. 2025-06-30", param_hint=option) from None
 
 
 def _version(value: bool) -> None:
@@ -139,6 +151,253 @@ def _main(
     _state.params = params
     _state.verbose = verbose
     _setup_logging(verbose, quiet)
+
+
+# --------------------------------------------------------------------------- init & config
+
+#: rows read from each file by ``crmscore init`` to detect date layouts, labels and currency
+INIT_SAMPLE_ROWS = 2_000
+_INIT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def _sample_files(folder: Path) -> tuple[list[Any], list[str]]:
+    """A :class:`~crmscore.ingest.mapping.FileSample` of each CSV/Parquet file in ``folder``.
+
+    Returns the samples and one line per file that could not be read (or is not CSV/Parquet).
+    """
+    from crmscore.ingest.mapping import FileSample
+    from crmscore.io.files import find_table_file
+
+    samples, problems = [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        suffix = next((s for s in _INIT_SUFFIXES if path.name.lower().endswith(s)), None)
+        if suffix is None:
+            problems.append(f"{path.name}: not a CSV or Parquet file (skipped)")
+            continue
+        stem = path.name[: -len(suffix)]
+        try:
+            find_table_file(folder, stem)  # a table in both CSV and Parquet is ambiguous
+            if suffix in (".parquet", ".pq"):
+                import pyarrow.parquet as pq
+
+                pf = pq.ParquetFile(path)
+                rows = next(pf.iter_batches(batch_size=INIT_SAMPLE_ROWS), None)
+                frame = rows.to_pandas() if rows is not None else pf.schema_arrow.empty_table().to_pandas()
+            else:
+                frame = pd.read_csv(
+                    path, dtype=str, keep_default_na=False, na_values=[""], nrows=INIT_SAMPLE_ROWS
+                )
+        except Exception as exc:
+            problems.append(f"{path.name}: cannot read ({exc})")
+            continue
+        samples.append(FileSample(stem, tuple(str(c) for c in frame.columns), frame, path.name))
+    return samples, problems
+
+
+#: tables whose columns outside the contract are kept as attributes (core.schema keeps_extra)
+_KEEPS_EXTRA = ("customers", "leads")
+#: plain scalars YAML 1.1 reads as booleans or null
+_YAML_WORDS = ("yes", "no", "true", "false", "on", "off", "null", "y", "n")
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A YAML scalar (JSON is YAML): names with spaces, colons or '#' stay one value."""
+    import re
+
+    plain = isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is not None
+    if plain and value.lower() not in _YAML_WORDS:
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _init_yaml(proposal: Any, folder: Path, output: Path, formats_supported: bool) -> str:
+    """The commented ``params.yaml`` of a :class:`~crmscore.ingest.mapping.Proposal`."""
+    from crmscore.config import validate_identifier
+
+    lines = [
+        f"# Proposed by 'crmscore init --folder {folder}' (crmscore {__version__}).",
+        "# Check every mapping below against your export (lines marked CHECK or MISSING first), then run:",
+        f"#   crmscore --params {output} validate --as-of YYYY-MM-DD",
+        f"# Keys not written here take their defaults: 'crmscore --params {output} config' shows them all.",
+        "data:",
+        "  source: folder",
+        f"  folder: {_yaml_scalar(str(folder))}",
+    ]
+    needs_tz = proposal.needs_timezone
+    if not formats_supported:
+        needs_tz = needs_tz or any(
+            f is not None and not f.iso for p in proposal.tables.values() for f in p.date_formats.values()
+        )
+    if needs_tz:
+        lines.append("  source_timezone: UTC   # CHECK: the times carry no UTC offset: your CRM's time zone")
+    lines.append(f"  required_tables: [{', '.join(proposal.required_tables)}]")
+    lines.append("  tables:" if proposal.tables else "  tables: {}")
+    for table, p in proposal.tables.items():
+        lines.append(f"    {table}:   # from {p.file}")
+        if p.source != table:
+            try:
+                validate_identifier(p.source)
+                lines.append(f"      name: {_yaml_scalar(p.source)}")
+            except ValueError:
+                lines.append(
+                    f"      # name: {p.source!r} is not a valid table name: rename {p.file} to {table}"
+                    f"{p.file[len(p.source) :]}"
+                )
+        lines.append("      columns:" if p.columns else "      columns: {}")
+        for canonical, source in p.columns.items():
+            note = ""
+            fmt = p.date_formats.get(canonical)
+            if fmt is not None and not fmt.iso:
+                note = f"   # dates like {fmt.example!r}: {fmt.format}"
+                if fmt.ambiguous:
+                    note += " (CHECK: no value told day from month)"
+            lines.append(f"        {canonical}: {_yaml_scalar(source)}{note}")
+        non_iso = {c: f for c, f in p.date_formats.items() if f is not None and not f.iso}
+        if non_iso and formats_supported:
+            lines.append("      formats:")
+            lines.extend(f"        {c}: {_yaml_scalar(f.format)}" for c, f in non_iso.items())
+        elif non_iso:
+            for c, f in non_iso.items():
+                lines.append(f"      # {c} is written {f.format}: convert it to ISO 8601 (YYYY-MM-DD)")
+        for col in p.missing:
+            lines.append(f"      # MISSING: required column {col}: map it here ({col}: <your column>)")
+        for hint in p.hints:
+            lines.append(f"      # {hint}")
+        if p.unmapped:
+            kept = "kept as attributes" if table in _KEEPS_EXTRA else "ignored"
+            lines.append(f"      # not mapped ({kept}): {', '.join(p.unmapped)}")
+    if proposal.unassigned:
+        lines.append(f"  # files that hold no table crmscore knows: {', '.join(proposal.unassigned)}")
+    lines += ["training:", f"  models: [{', '.join(proposal.models)}]"]
+    for kind, note in proposal.model_notes.items():
+        lines.append(f"  # {kind}: {note}")
+    if proposal.churn_definition != "inactivity" or proposal.churn_label:
+        lines += ["churn:", f"  definition: {proposal.churn_definition}"]
+        if proposal.churn_label:
+            lines.append(f"  label_column: {_yaml_scalar(proposal.churn_label)}")
+    if proposal.leads_label:
+        lines += ["leads:", f"  label_column: {_yaml_scalar(proposal.leads_label)}"]
+    lines.append("report:")
+    if proposal.currency:
+        lines.append(f"  currency: {_yaml_scalar(proposal.currency)}   # {proposal.currency_evidence}")
+    else:
+        lines.append(f"  currency: EUR   # CHECK: {proposal.currency_evidence}; the default EUR was written")
+    return "\n".join(lines) + "\n"
+
+
+def _say(line: str) -> None:
+    """One plain line on stdout (no markup, no wrapping: paths and column names as written)."""
+    out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Option("--folder", help="Folder of the CSV/Parquet export to map.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The params file to write.")] = (
+        Path("params.yaml")
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --output file.")] = False,
+) -> None:
+    """Propose a params.yaml for a folder of CSV/Parquet files (your own CRM export).
+
+    Reads the header and the first rows of each file, maps the files to the
+    tables (customers, transactions, leads ...) and their columns to the
+    canonical names (case-insensitive, with common synonyms such as
+    CustomerID, InvoiceDate, Total), detects date layouts, the currency and
+    the model kinds the data supports, writes a commented params file to
+    check, and prints what it found and what it could not map.
+
+    Exit codes: 0 written (check the lines marked CHECK or MISSING); 1 failure;
+    2 usage error (no such folder, --output exists without --force, or the
+    result is not a valid params file); 3 no file holds a table crmscore knows.
+    """
+    import yaml
+
+    from crmscore.config import TableConfig, config_from_mapping
+    from crmscore.ingest.mapping import propose
+
+    if not folder.is_dir():
+        _fail(f"--folder {folder}: no such folder", EXIT_USAGE)
+    if output.exists() and not force:
+        _fail(f"{output} exists: give --force to overwrite it, or --output another file", EXIT_USAGE)
+    samples, problems = _sample_files(folder)
+    proposal = propose(samples)
+    for line in problems:
+        _say(f"skipped: {line}")
+    if not proposal.tables:
+        _fail(
+            f"no file in {folder} holds a table crmscore knows (customers, transactions, leads, ...): "
+            "see docs/own-crm.md",
+            EXIT_INVALID_DATA,
+        )
+    text = _init_yaml(proposal, folder, output, "formats" in TableConfig.model_fields)
+    try:
+        config_from_mapping(yaml.safe_load(text), str(output))
+    except ConfigError as exc:  # a column or file name the config refuses: say it, write nothing
+        _fail(f"the proposed params are not valid, nothing written:\n{exc}", EXIT_USAGE)
+    _say(f"mapping proposed for {folder}:")
+    for table, p in proposal.tables.items():
+        cols = ", ".join(f"{c}={s}" for c, s in p.columns.items())
+        _say(f"  {table} <- {p.file}: {cols}")
+        if p.unmapped:
+            kept = "kept as attributes" if table in _KEEPS_EXTRA else "ignored"
+            _say(f"    not mapped ({kept}): {', '.join(p.unmapped)}")
+    for table, p in proposal.tables.items():
+        for col, fmt in p.date_formats.items():
+            if fmt is not None and (not fmt.iso or fmt.ambiguous):
+                _say(f"dates: {table}.{col} read as {fmt.format} (e.g. {fmt.example})")
+        for hint in p.hints:
+            _say(f"hint: {table}: {hint}")
+    for name in proposal.unassigned:
+        _say(f"not mapped: {name} holds no table crmscore knows")
+    currency = proposal.currency or "unknown (EUR written)"
+    _say(f"currency: {currency} ({proposal.currency_evidence})")
+    models = ", ".join(proposal.models) or "none"
+    _say(f"models the data supports: {models}")
+    for warning in proposal.warnings:
+        _say(f"check: {warning}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    nxt = f"crmscore --params {output} validate --as-of YYYY-MM-DD"
+    _say(f"wrote {output}: check it, then run: {nxt}")
+
+
+def resolved_config(cfg: Config) -> dict[str, Any]:
+    """Every block of ``cfg`` with its defaults, as plain values, secrets masked.
+
+    The CRM URL is the one in effect (``CRMSCORE_CRM_URL`` over ``params.yaml``) and the MLflow
+    tracking URI too (``MLFLOW_TRACKING_URI`` over ``tracking.tracking_uri``), both through
+    :func:`crmscore.config.redact_url`.
+    """
+    resolved = cfg.model_dump(mode="json")
+    resolved["data"]["crm_url"] = redact_url(cfg.data.resolved_crm_url())
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri
+    resolved["tracking"]["tracking_uri"] = redact_url(tracking)
+    if resolved["tracking"].get("registry_uri"):
+        resolved["tracking"]["registry_uri"] = redact_url(resolved["tracking"]["registry_uri"])
+    return resolved
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the resolved configuration as YAML: every block with its defaults, secrets masked.
+
+    The CRM URL shown is the one in effect (the environment variable
+    CRMSCORE_CRM_URL wins over data.crm_url), with its password replaced by ***.
+
+    Exit codes: 0 ok; 2 configuration error (the params file names the bad key).
+    """
+    import yaml
+
+    from crmscore.config import CRM_URL_ENV
+
+    cfg = _config()
+    source = "the defaults" if not _state.params.exists() else str(_state.params)
+    header = [f"# resolved configuration from {source}"]
+    if os.environ.get(CRM_URL_ENV):
+        header.append(f"# data.crm_url from the environment ({CRM_URL_ENV}), password masked")
+    text = yaml.safe_dump(resolved_config(cfg), sort_keys=False, allow_unicode=True)
+    out.print("\n".join(header) + "\n" + text, highlight=False, markup=False, soft_wrap=True, end="")
 
 
 # --------------------------------------------------------------------------- generate
@@ -223,6 +482,8 @@ def _validated(cfg: Config, day: date, *, for_scoring: bool = False):
     if not rep.usable:
         _print_report(rep)
         raise typer.Exit(EXIT_INVALID_DATA)
+    for warning in getattr(rep, "cutoff_warnings", ()):  # after today or after the newest data
+        out.print(f"[yellow]note:[/] {warning}", highlight=False)
     return data, rep
 
 
@@ -255,9 +516,11 @@ def validate(
     """Check the CRM data against the data contract and report every problem at once.
 
     Exit codes: 0 the data is usable (rows set aside are counted, with their
-    reason, in the quarantine folder); 1 failure; 2 usage or configuration error; 3
-    unusable data (a required table missing, empty or unreadable, a required
-    column missing, a column name twice ...).
+    reason, in the quarantine folder); 1 failure; 2 usage or configuration error
+    (also a CRM database that cannot be reached: driver, server, login, database);
+    3 unusable data (a required table missing, empty or unreadable, a required
+    column missing, a column name twice ..., or the SQLite file, data folder or
+    data.db_schema not found).
     """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of")
@@ -422,14 +685,17 @@ def promote(
     from crmscore.tracking import CHALLENGER, TrackingSession
 
     name = SPECS[model.value].registered_name(cfg)
-    with TrackingSession(cfg.tracking) as ts:
+    with TrackingSession(cfg.tracking, must_exist=True) as ts:
         if version is None:
             try:
                 version = int(ts.client.get_model_version_by_alias(name, CHALLENGER).version)
             except Exception:
                 _fail(f"{name} has no @{CHALLENGER}: give --version", EXIT_FAILURE)
         before = ts.champion(name)
-        ts.promote(name, version, "promoted by hand (crmscore promote)")
+        try:
+            ts.promote(name, version, "promoted by hand (crmscore promote)")
+        except ValueError as exc:  # no such version: the message lists those that exist
+            _fail(str(exc), EXIT_FAILURE)
     out.print(f"{name}: @champion v{before if before is not None else '—'} → v{version}", highlight=False)
 
 
@@ -443,7 +709,7 @@ def rollback(
     from crmscore.tracking import rollback as _rollback
 
     name = SPECS[model.value].registered_name(cfg)
-    with TrackingSession(cfg.tracking) as ts:
+    with TrackingSession(cfg.tracking, must_exist=True) as ts:
         try:
             before, after = _rollback(ts.client, name)
         except ValueError as exc:
@@ -467,7 +733,7 @@ def export(
     kinds = _parse_only(only) if only else list(SPECS)
     names = {k: SPECS[k].registered_name(cfg) for k in kinds}
     target = folder or cfg.tracking.export_dir
-    with TrackingSession(cfg.tracking) as ts, stage(f"exporting champions to {target}"):
+    with TrackingSession(cfg.tracking, must_exist=True) as ts, stage(f"exporting champions to {target}"):
         written = export_champions(ts, names, target)
     for kind, path in written.items():
         out.print(f"{kind}: {path}", highlight=False)
@@ -556,6 +822,10 @@ def score(
         ),
     ] = False,
     folder: FolderOption = None,
+    allow_future: Annotated[
+        bool,
+        typer.Option("--allow-future", help="Allow a scoring day after today (UTC); refused otherwise."),
+    ] = False,
 ) -> None:
     """Score every customer and open lead with the @champion models, write them to the CRM.
 
@@ -566,13 +836,23 @@ def score(
 
     Exit codes: 0 ok; 1 no champion can score this CRM, the scores fail
     their checks, a tampered model or a lock wait timed out; 2 usage or
-    configuration error; 3 unusable data; 4 refused by an input guard
+    configuration error (also: --as-of not YYYY-MM-DD, or after today without
+    --allow-future); 3 unusable data; 4 refused by an input guard
     (inputs truncated or unlike the training data: --force); 130 interrupted.
     """
     cfg = _source_option_overrides(_config(), folder)
     day = _parse_day(as_of, "--as-of")
     if day is None:
         _fail("give --as-of: the scoring day (crmscore never assumes 'now')", EXIT_USAGE)
+    from datetime import UTC, datetime
+
+    today = datetime.now(UTC).date()
+    if day > today and not allow_future:
+        _fail(
+            f"--as-of {day} is after today ({today}, UTC): scores of a future day are refused; "
+            "pass --allow-future to score it anyway",
+            EXIT_USAGE,
+        )
     data, report = _validated(cfg, day, for_scoring=True)
     run_score_command(cfg, day, data, output, worklist_dir, write_back, report, force=force)
 
@@ -711,6 +991,11 @@ def main() -> None:
     except Exception as exc:
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # a usage error of the (vendored) click parser: its own message and code 2
+            sys.exit(exc.exit_code)
+        from crmscore.io.crm import StoreError
+
+        if isinstance(exc, StoreError):  # a CRM or model store that cannot be opened, in one line
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
             sys.exit(exc.exit_code)
         if _state.verbose:
             raise

@@ -170,6 +170,31 @@ class _Block(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: strftime directives that name a calendar date (a format needs one of them).
+_DATE_DIRECTIVES = ("%Y", "%y", "%G", "%m", "%b", "%B", "%d", "%j", "%U", "%W", "%V", "%x", "%c", "%F", "%D")
+
+
+def check_date_format(fmt: str, where: str) -> None:
+    """Refuse a strftime format that names no date or holds a directive ``strptime`` rejects.
+
+    Raises
+    ------
+    ValueError
+        The message names ``where`` and the format.
+    """
+    from datetime import UTC, datetime
+
+    if not any(d in fmt for d in _DATE_DIRECTIVES):
+        raise ValueError(
+            f"{where}: format {fmt!r} has no date directive (e.g. '%d/%m/%Y', '%Y%m%d', '%m/%d/%Y %H:%M')"
+        )
+    try:
+        sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC).strftime(fmt)
+        datetime.strptime(sample, fmt)
+    except ValueError as exc:
+        raise ValueError(f"{where}: format {fmt!r} is not a valid strftime format ({exc})") from None
+
+
 class TableConfig(_Block):
     """Where one input table lives and how its columns are named at the source.
 
@@ -186,6 +211,21 @@ class TableConfig(_Block):
     #: free_text columns are never model features; ``feature`` opts a column back in that the
     #: PII guard (``features.pii_guard``) would exclude
     roles: dict[str, ColumnRole] = Field(default_factory=dict)
+    #: strftime format of text timestamp columns (canonical names), e.g. ``{ts: "%d/%m/%Y"}``;
+    #: a value that does not match is set aside as ``bad_type:<col>`` (never guessed). A format
+    #: without a time directive reads calendar days in UTC; one with ``%z`` reads offsets
+    formats: dict[str, str] = Field(default_factory=dict)
+    #: how non-ISO numeric dates ``D/M/YYYY`` or ``M/D/YYYY`` (``/``, ``.`` or ``-``, a time may
+    #: follow) of this table's timestamp columns are read: ``true`` day first, ``false`` month
+    #: first, ``null`` (default) refused: only ISO 8601 and ``YYYYMMDD``
+    dayfirst: bool | None = None
+
+    @field_validator("formats")
+    @classmethod
+    def _date_formats(cls, v: dict[str, str]) -> dict[str, str]:
+        for col, fmt in v.items():
+            check_date_format(fmt, f"formats.{col}")
+        return v
 
     @field_validator("encoding")
     @classmethod
@@ -372,13 +412,32 @@ class LeadsConfig(_ClassifierBlock):
 
 
 class ClvConfig(_Block):
-    """Probabilistic lifetime value (BG/NBD + Gamma-Gamma)."""
+    """Lifetime value: transactional (BG/NBD + Gamma-Gamma) or contractual (sBG).
 
+    ``kind`` chooses the model of a CRM: ``transactional`` (kind ``clv``, needs transactions),
+    ``contractual`` (kind ``clv_contractual``: sBG on customer tenures x recurring revenue) or
+    ``auto``: contractual when the CRM has no transactions table (or an empty one), its
+    customers have ``revenue_column`` and a tenure (``tenure_column`` or ``created_at``);
+    transactional otherwise (docs/models.md).
+    """
+
+    kind: Literal["auto", "transactional", "contractual"] = "auto"
     penalizer: float = Field(0.0, ge=0)
     horizon_months: int = Field(12, gt=0)
     discount_rate_annual: float = Field(0.10, ge=0)
     interval: float = Field(0.9, gt=0, lt=1)
     n_bootstrap: int = Field(200, ge=10)
+    #: contractual: customers column of whole periods (months) with the company; None: months
+    #: from ``created_at`` to ``churned_at`` (churned) or ``as_of`` (active)
+    tenure_column: str | None = None
+    #: contractual: customers column of the recurring revenue per period (e.g. monthly charges)
+    revenue_column: str | None = None
+    #: contractual: optional customers column of the segment (contract type, plan): one sBG each
+    segment_column: str | None = None
+    #: contractual: the period of tenure and revenue
+    period: Literal["month"] = "month"
+    #: contractual: share of customers held out (seeded random split) to evaluate the fit
+    holdout_share: float = Field(0.2, gt=0, lt=1)
 
 
 class InputChecksConfig(_Block):
@@ -441,6 +500,9 @@ class ScoringConfig(_Block):
     #: absent_since (the as_of of the first run without them); "delete" removes it from the
     #: latest table (the history keeps it)
     absent_rows: Literal["mark", "delete"] = "mark"
+    #: data.source: folder: the folder score store (Parquet files; crmscore.io.score_files);
+    #: None: ``<data.folder>/scores``
+    scores_folder: Path | None = None
     #: wait at most this long for another run's write lock (then fail, naming the holder)
     lock_timeout_s: float = Field(600.0, gt=0)
     #: PostgreSQL idle_in_transaction_session_timeout of the writer's session
@@ -493,6 +555,14 @@ class ClvGate(_Block):
     max_abs_aggregate_error_pct: float | None = Field(25.0, gt=0)
 
 
+class ClvContractualGate(_Block):
+    """Absolute floors the contractual CLV model (sBG) must meet to become ``champion``."""
+
+    #: held-out NLL gain over the constant-churn geometric baseline must be at least this
+    #: (per customer; None: not checked; the NLL must always be finite)
+    min_gain_vs_geometric: float | None = None
+
+
 class PromotionConfig(_Block):
     """Metric gate that moves the ``champion`` alias to a new version.
 
@@ -507,9 +577,10 @@ class PromotionConfig(_Block):
     churn: ClassifierGate = Field(default_factory=ClassifierGate)
     leads: ClassifierGate = Field(default_factory=ClassifierGate)
     clv: ClvGate = Field(default_factory=ClvGate)
+    clv_contractual: ClvContractualGate = Field(default_factory=ClvContractualGate)
 
 
-ModelKind = Literal["churn", "leads", "clv"]
+ModelKind = Literal["churn", "leads", "clv", "clv_contractual"]
 
 
 class TrainingConfig(_Block):
@@ -517,7 +588,7 @@ class TrainingConfig(_Block):
 
     #: training cutoff day; required here or as ``--as-of`` (crmscore never assumes "now")
     as_of: date | None = None
-    models: tuple[ModelKind, ...] = ("churn", "leads", "clv")
+    models: tuple[ModelKind, ...] = ("churn", "leads", "clv", "clv_contractual")
     #: kinds whose absence or failure fails the job (exit 1); the others are optional: a kind
     #: the data cannot support is skipped, one failing a gate is failed, and the job succeeds
     #: when at least one kind trained
@@ -536,6 +607,7 @@ class RegisteredNames(_Block):
     churn: str = "crmscore-churn"
     leads: str = "crmscore-leads"
     clv: str = "crmscore-clv"
+    clv_contractual: str = "crmscore-clv-contractual"
 
 
 class TrackingConfig(_Block):
@@ -617,6 +689,12 @@ class Config(_Block):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @property
+    def clv_contractual(self) -> ClvConfig:
+        """The contractual CLV kind's config block: the ``clv`` block (``clv.kind`` and the
+        contractual inputs)."""
+        return self.clv
 
     @model_validator(mode="after")
     def _check_across_blocks(self) -> Config:

@@ -87,6 +87,7 @@ __all__ = [
     "load_pyfunc",
     "prepare_input",
     "promote",
+    "registered_versions",
     "resolve_tracking_uri",
     "rollback",
     "slug",
@@ -161,6 +162,19 @@ def prepare_input(spec: ModelSpec, model: Any, X: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=X.index)
 
 
+def _input_colspec(name: str, kind: str) -> Any:
+    """The MLflow column of one model input: ``double`` as is; text (``string``) as ``Any``.
+
+    MLflow's ``string`` accepts only object or ``StringDtype`` columns, so the ``category``
+    columns of ``crmscore features`` would be refused before the model sees them; ``Any``
+    passes the values through and the spec's prediction types them (:func:`prepare_input`).
+    """
+    from mlflow.types import ColSpec
+    from mlflow.types.schema import AnyType
+
+    return ColSpec(AnyType(), name) if kind == "string" else ColSpec(kind, name)
+
+
 # ------------------------------------------------------------------------------------------
 # pyfunc
 # ------------------------------------------------------------------------------------------
@@ -198,19 +212,29 @@ class CrmscorePyfunc(mlflow.pyfunc.PythonModel):
 # ------------------------------------------------------------------------------------------
 
 
-def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+def resolve_tracking_uri(cfg: TrackingConfig, *, create: bool = True) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``cfg.tracking_uri``.
 
-    A local SQLite file's folder is created and a relative path made absolute (against the
-    working directory): MLflow caches its stores by URI, so a relative URI would keep pointing
-    at the first project's database after a change of directory.
+    A local SQLite file's path is made absolute (against the working directory): MLflow caches
+    its stores by URI, so a relative URI would keep pointing at the first project's database
+    after a change of directory. With ``create`` its folder is created (MLflow then creates the
+    database); without, nothing is created.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
-        path = Path(uri[len("sqlite:///") :]).absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{path}"
+    path = _sqlite_store_file(uri)
+    if path is not None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        query = uri.partition("?")[2]
+        uri = f"sqlite:///{path}" + (f"?{query}" if query else "")
     return uri
+
+
+def _sqlite_store_file(uri: str) -> Path | None:
+    """The absolute file of a ``sqlite:///`` store URI (None: another store or memory)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
+        return Path(uri[len("sqlite:///") :].split("?", 1)[0]).absolute()
+    return None
 
 
 def _is_local_store(uri: str) -> bool:
@@ -241,11 +265,25 @@ class TrackingSession:
     ----------
     cfg : TrackingConfig
         The ``tracking`` block.
+    must_exist : bool
+        For commands that only read the registry (``score``, ``promote``, ``rollback``,
+        ``export``): a local SQLite store that does not exist is an error
+        (:class:`crmscore.io.crm.StoreError`, exit code 1, "run crmscore train first") instead
+        of a new empty store. ``train`` creates it.
     """
 
-    def __init__(self, cfg: TrackingConfig) -> None:
+    def __init__(self, cfg: TrackingConfig, *, must_exist: bool = False) -> None:
         self.cfg = cfg
-        self.tracking_uri = resolve_tracking_uri(cfg)
+        self.tracking_uri = resolve_tracking_uri(cfg, create=not must_exist)
+        store = _sqlite_store_file(self.tracking_uri)
+        if must_exist and store is not None and not store.is_file():
+            from crmscore.io.crm import StoreError
+
+            raise StoreError(
+                f"no model store at {store} (tracking.tracking_uri or MLFLOW_TRACKING_URI): "
+                "run crmscore train first",
+                exit_code=1,
+            )
         self.registry_uri = cfg.registry_uri or self.tracking_uri
         self._saved: dict[str, Any] | None = None
         self.experiment_id: str | None = None
@@ -390,9 +428,12 @@ class TrackingSession:
     ) -> LoggedModel:
         """Log ``bundle_dir`` as a pyfunc (models from code) in the active run and register it.
 
-        The new version gets the alias ``challenger``. The signature comes from the bundle
-        (numeric features ``double``, categorical ``string``); no input example is logged (it
-        would be a customer's row).
+        The new version gets the alias ``challenger``. The signature comes from the bundle:
+        numeric features ``double``; categorical features (``string`` in the spec) are logged
+        as MLflow ``Any``, because MLflow's ``string`` refuses a pandas ``category`` column —
+        the dtype of ``crmscore features`` (and of its Parquet file) — and a CSV column read
+        back as numbers or all blank; the wrapper's prediction types them itself (as scoring
+        does). No input example is logged (it would be a customer's row).
         """
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
@@ -402,7 +443,7 @@ class TrackingSession:
         spec, model = load_model(bundle_dir)
         inputs, outputs = signature_columns(spec, model)
         signature = ModelSignature(
-            inputs=Schema([ColSpec(t, n) for n, t in inputs]),
+            inputs=Schema([_input_colspec(n, t) for n, t in inputs]),
             outputs=Schema([ColSpec(t, n) for n, t in outputs]),
         )
         with tempfile.TemporaryDirectory(prefix="crmscore-pyfunc-") as tmp, warnings.catch_warnings():
@@ -544,8 +585,35 @@ def champion_version(client: Any, name: str) -> int | None:
 
 
 def _history(client: Any, name: str) -> list[int]:
-    tags = client.get_registered_model(name).tags
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException:
+        raise ValueError(f"{name} is not a registered model: run crmscore train first") from None
     return [int(v) for v in json.loads(tags.get(_HISTORY_TAG, "[]"))]
+
+
+def registered_versions(client: Any, name: str) -> list[int]:
+    """The version numbers of registered model ``name``, ascending (empty when it is absent)."""
+    from mlflow.exceptions import MlflowException
+
+    quoted = name.replace("'", "''")
+    try:
+        found = client.search_model_versions(f"name = '{quoted}'")
+    except MlflowException:
+        return []
+    return sorted(int(v.version) for v in found)
+
+
+def _versions_note(client: Any, name: str) -> str:
+    """``"versions 1, 2, 3; @champion v2"``: what exists, for an error message."""
+    versions = registered_versions(client, name)
+    if not versions:
+        return "no version is registered: run crmscore train first"
+    champion = champion_version(client, name)
+    listed = ", ".join(str(v) for v in versions)
+    return f"registered versions: {listed}; @champion {f'v{champion}' if champion is not None else 'none'}"
 
 
 def promote(client: Any, name: str, version: int, reason: str) -> None:
@@ -560,8 +628,18 @@ def promote(client: Any, name: str, version: int, reason: str) -> None:
         Version to promote (must exist).
     reason : str
         Why (stored in the version tag ``crmscore.promotion``).
+
+    Raises
+    ------
+    ValueError
+        ``version`` does not exist (the message lists the versions that do).
     """
-    client.get_model_version(name, str(version))  # raises when absent
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ValueError(f"{name} has no version {version} ({_versions_note(client, name)})") from None
     history = _history(client, name)
     if history and history[-1] == version and champion_version(client, name) == version:
         logger.info("%s version %d is already the champion", name, version)
@@ -584,14 +662,18 @@ def rollback(client: Any, name: str) -> tuple[int, int]:
     Raises
     ------
     ValueError
-        There is no earlier champion to return to.
+        The model is not registered, or there is no earlier champion to return to (the
+        message lists the versions that exist).
     """
     current = champion_version(client, name)
     history = _history(client, name)
     if current is not None and history and history[-1] == current:
         history = history[:-1]
     if not history:
-        raise ValueError(f"{name}: no previous champion to roll back to")
+        raise ValueError(
+            f"{name}: no previous champion to roll back to ({_versions_note(client, name)}): "
+            "choose one with crmscore promote KIND --version N"
+        )
     target = history[-1]
     client.set_registered_model_alias(name, CHAMPION, str(target))
     client.set_registered_model_tag(name, _HISTORY_TAG, json.dumps(history))

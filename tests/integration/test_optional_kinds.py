@@ -89,6 +89,7 @@ def test_customers_and_transactions_train_churn_and_clv_score_and_report(
         "churn": "trained",
         "leads": "skipped",
         "clv": "trained",
+        "clv_contractual": "skipped",  # clv.kind auto: transactions, so the transactional CLV
     }
     assert "leads table" in models["leads"]["reason"]
     code, text = run_cli(["score", "--as-of", AS_OF, "--output", "scores.parquet"], monkeypatch, capsys)
@@ -169,8 +170,9 @@ def test_a_churn_only_champion_scores_every_customer(snapshot_crm, workdir, monk
 
 def test_score_without_any_champion_says_what_to_do(transactional_crm, monkeypatch, capsys):
     code, text = run_cli(["score", "--as-of", AS_OF], monkeypatch, capsys)
-    assert code == 1
-    assert "no registered model has a @champion version" in text and "crmscore train" in text
+    assert code == 1  # no training yet: no model store either (and none is created)
+    assert "no model store at" in text and "run crmscore train first" in text
+    assert not (Path.cwd() / "mlruns" / "mlflow.db").exists()
 
 
 def test_training_required_makes_a_skipped_kind_fail_the_job(transactional_crm, workdir, monkeypatch, capsys):

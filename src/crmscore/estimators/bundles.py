@@ -166,3 +166,17 @@ def load_clv(path: str | Path) -> Any:
     from crmscore.estimators.clv import ClvModel
 
     return ClvModel.from_json(Path(path) / _CLV_JSON)
+
+
+def save_contractual(model: Any, kind: str, path: str | Path) -> Path:
+    """Write a contractual CLV model (:mod:`crmscore.estimators.contractual`): sBG bundle + columns."""
+    from crmscore.estimators.contractual import save_contractual as _save
+
+    return _save(model, kind, path)
+
+
+def load_contractual(path: str | Path) -> Any:
+    """Load a bundle written by :func:`save_contractual`."""
+    from crmscore.estimators.contractual import load_contractual as _load
+
+    return _load(path)

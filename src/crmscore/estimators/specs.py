@@ -43,6 +43,7 @@ __all__ = [
     "SPECS",
     "ModelSpec",
     "TrainedModel",
+    "clv_kind",
     "get_spec",
     "load_model",
     "signature_columns",
@@ -348,9 +349,48 @@ def _classifier_spec(
 
 
 def _clv_missing(data: CRMData, cfg: Config) -> str | None:
+    if clv_kind(data, cfg) == "contractual":
+        return f"clv.kind {cfg.clv.kind!r} resolves to contractual on this CRM (kind clv_contractual)"
     if data.transactions is None or not len(data.transactions):
         return "lifetime value (BG/NBD + Gamma-Gamma) needs the transactions table"
     return None
+
+
+def _contractual_inputs_missing(data: CRMData, cfg: Config) -> str | None:
+    """Why the customers lack the contractual CLV inputs (None: they have them)."""
+    cc, customers = cfg.clv, data.customers
+    if customers is None:
+        return "contractual lifetime value (sBG) needs the customers table"
+    if cc.revenue_column is None:
+        return "contractual lifetime value (sBG) needs clv.revenue_column (recurring revenue per month)"
+    cols = set(customers.columns)
+    need = [cc.revenue_column, *([cc.segment_column] if cc.segment_column else [])]
+    need += [cc.tenure_column] if cc.tenure_column else []
+    absent = [c for c in need if c not in cols]
+    if absent:
+        return f"contractual lifetime value (sBG): column(s) {absent} not in customers (see clv.* in params)"
+    if cc.tenure_column is None and "created_at" not in cols:
+        return "contractual lifetime value (sBG) needs clv.tenure_column or customers.created_at"
+    churn_known = "churned_at" in cols or cfg.churn.label_column in cols
+    if not churn_known:
+        return (
+            f"contractual lifetime value (sBG) needs customers.churned_at or the churn label column "
+            f"{cfg.churn.label_column!r}"
+        )
+    return None
+
+
+def clv_kind(data: CRMData, cfg: Config) -> Literal["transactional", "contractual"]:
+    """The CLV model of this CRM (``clv.kind``; ``auto``: see :class:`crmscore.config.ClvConfig`).
+
+    ``auto`` is contractual when the CRM has no (or an empty) transactions table and its
+    customers have the contractual inputs (``clv.revenue_column``, a tenure, a churn label or
+    ``churned_at``); transactional otherwise.
+    """
+    if cfg.clv.kind != "auto":
+        return cfg.clv.kind
+    no_tx = data.transactions is None or not len(data.transactions)
+    return "contractual" if no_tx and _contractual_inputs_missing(data, cfg) is None else "transactional"
 
 
 def _clv_floors(metrics: Mapping[str, float], rule: PromotionConfig) -> list[str]:
@@ -489,6 +529,222 @@ def _clv_profile(model: Any) -> list[Any]:
     return [FeatureProfile(c, "numeric", 0.0) for c in BTYD_COLUMNS]
 
 
+# ------------------------------------------------------------------------------------------
+# contractual lifetime value (sBG x recurring revenue)
+# ------------------------------------------------------------------------------------------
+
+
+def _clv_contractual_missing(data: CRMData, cfg: Config) -> str | None:
+    why = _contractual_inputs_missing(data, cfg)
+    if clv_kind(data, cfg) == "transactional":
+        if cfg.clv.kind == "auto" and why and (data.transactions is None or not len(data.transactions)):
+            return why
+        return f"clv.kind {cfg.clv.kind!r} resolves to transactional on this CRM (kind clv)"
+    return why
+
+
+def _contractual_frame(data: CRMData, as_of: date, cfg: Config) -> pd.DataFrame:
+    """Per customer: ``tenure`` (months), ``churned``, ``segment`` (None without one), the
+    customers known by ``as_of`` with a tenure and a churn status."""
+    from crmscore.estimators.contractual import DAYS_PER_MONTH
+
+    cc, cust = cfg.clv, data.customers
+    assert cust is not None
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    if "created_at" in cust.columns:
+        created = pd.to_datetime(cust["created_at"], utc=True)
+        cust = cust[created.isna() | (created < end)]
+    if "churned_at" in cust.columns:
+        churned_at = pd.to_datetime(cust["churned_at"], utc=True)
+        churned = (churned_at.notna() & (churned_at < end)).to_numpy()
+    else:
+        churned = cust[cfg.churn.label_column].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    if cc.tenure_column:
+        tenure = np.floor(pd.to_numeric(cust[cc.tenure_column], errors="coerce").to_numpy(dtype=float))
+    else:
+        created = pd.to_datetime(cust["created_at"], utc=True)
+        stop = pd.Series(end, index=cust.index)
+        if "churned_at" in cust.columns:
+            stop = pd.to_datetime(cust["churned_at"], utc=True).where(churned, end)
+        days = (stop - created).dt.total_seconds().to_numpy(dtype=float) / 86400.0
+        tenure = np.floor(days / DAYS_PER_MONTH) + 1.0
+    frame = pd.DataFrame(
+        {
+            "tenure": tenure,
+            "churned": churned,
+            "segment": cust[cc.segment_column].astype(str).to_numpy() if cc.segment_column else None,
+        },
+        index=cust.index,
+    )
+    return frame[np.isfinite(frame["tenure"]) & (frame["tenure"] >= 1)]
+
+
+def _geometric_nll(train: pd.DataFrame, test: pd.DataFrame) -> float:
+    """Mean negative log-likelihood of ``test`` under a constant monthly churn probability
+    fitted on ``train`` (the geometric baseline; same censoring as the sBG)."""
+    obs = np.where(train["churned"], train["tenure"], train["tenure"] - 1)
+    keep = obs >= 1
+    events = float(train["churned"][keep].sum())
+    p = float(np.clip(events / max(float(obs[keep].sum()), 1.0), 1e-9, 1 - 1e-9))
+    t = np.where(test["churned"], test["tenure"], test["tenure"] - 1)
+    c = test["churned"].to_numpy(dtype=bool)
+    ok = t >= 1
+    ll = np.where(c, (t - 1) * np.log1p(-p) + np.log(p), t * np.log1p(-p))
+    return float(-ll[ok].mean())
+
+
+def _sbg_nll(model: Any, test: pd.DataFrame) -> float:
+    """Mean negative sBG log-likelihood of the held-out customers (per segment parameters)."""
+    from scipy.special import betaln
+
+    t = np.where(test["churned"], test["tenure"], test["tenure"] - 1).astype(float)
+    c = test["churned"].to_numpy(dtype=bool)
+    ok = t >= 1
+    if not ok.any():
+        return float("nan")
+    seg = test["segment"].to_numpy()[ok] if model.segment_column else None
+    a, b = model.sbg._params(seg, int(ok.sum()))
+    cc = c[ok].astype(float)
+    ll = betaln(a + cc, b + t[ok] - cc) - betaln(a, b)
+    return float(-np.mean(ll))
+
+
+def _train_clv_contractual(data: CRMData, as_of: date, cfg: Config) -> TrainedModel:
+    from crmscore.estimators.contractual import ContractualClvModel
+
+    cc = cfg.clv
+    frame = _contractual_frame(data, as_of, cfg)
+    if len(frame) < 20 or not frame["churned"].any():
+        raise ValueError(
+            f"contractual CLV needs customers with a tenure and some churn events "
+            f"(got {len(frame)} customers, {int(frame['churned'].sum())} churned)"
+        )
+    rng = np.random.default_rng(0)
+    test_mask = rng.random(len(frame)) < cc.holdout_share
+    train, test = frame[~test_mask], frame[test_mask]
+    tenure_col = cc.tenure_column or "tenure_days"
+
+    cust = data.customers
+    assert cust is not None
+    revenue = pd.to_numeric(cust[cc.revenue_column], errors="coerce")
+    shares = {str(cc.revenue_column): float(revenue.isna().mean())}
+    shares[tenure_col] = 1.0 - len(frame) / max(len(cust), 1)
+    if cc.segment_column:
+        shares[cc.segment_column] = float(cust[cc.segment_column].isna().mean())
+
+    def fit(part: pd.DataFrame) -> ContractualClvModel:
+        model = ContractualClvModel(
+            tenure_col,
+            str(cc.revenue_column),
+            cc.segment_column,
+            cc.discount_rate_annual,
+            cc.horizon_months,
+            missing_shares=shares,
+        )
+        return model.fit(part["tenure"], part["churned"], part["segment"] if cc.segment_column else None)
+
+    with stage(f"contractual CLV: sBG on {len(train):,} customers, {len(test):,} held out"):
+        evaluated = fit(train)
+        nll = _sbg_nll(evaluated, test)
+        base = _geometric_nll(train, test)
+        model = fit(frame)
+    split = (
+        f"seeded random customer split: {len(train):,} fit, {len(test):,} held out "
+        f"({cc.holdout_share:.0%}); the registered model is refitted on all {len(frame):,}"
+    )
+    metrics = {"holdout_nll": nll, "holdout_nll_gain_vs_geometric": base - nll}
+    baselines = {"geometric (constant churn)": {"holdout_nll": base}}
+    sbg = model.sbg
+    parameters = {
+        "period": cc.period,
+        "sbg": {
+            "alpha": {"estimate": float(sbg.alpha_), "se": float(sbg.se_.get("alpha", np.nan))},
+            "beta": {"estimate": float(sbg.beta_), "se": float(sbg.se_.get("beta", np.nan))},
+        },
+        "segments": {
+            k: {"alpha": v.get("alpha"), "beta": v.get("beta"), "fallback": v.get("fallback")}
+            for k, v in sbg.segments_.items()
+        },
+        "log_likelihood": float(sbg.log_likelihood_),
+        "converged": sbg.diagnostics_.get("converged"),
+    }
+    rows = {
+        "customers": len(frame),
+        "churned": int(frame["churned"].sum()),
+        "fit_rows": len(train),
+        "holdout_rows": len(test),
+    }
+    check = data.customers.loc[frame.index]  # type: ignore[union-attr]
+    check_rows = pd.DataFrame(
+        {
+            tenure_col: (frame["tenure"] if cc.tenure_column else (frame["tenure"] - 1) * 30.4375).to_numpy(),
+            str(cc.revenue_column): pd.to_numeric(check[cc.revenue_column], errors="coerce").to_numpy(),
+            **({cc.segment_column: frame["segment"].to_numpy()} if cc.segment_column else {}),
+        },
+        index=frame.index,
+    )
+    logged = {**metrics, "baseline.geometric.holdout_nll": base}
+    logged.update({f"param.{p}": v["estimate"] for p, v in parameters["sbg"].items()})
+    logged.update({f"param_se.{p}": v["se"] for p, v in parameters["sbg"].items()})
+    return TrainedModel(
+        model=model,
+        metrics=metrics,
+        baselines=baselines,
+        split=split,
+        rows=rows,
+        check_rows=check_rows,
+        champion_metric=lambda other: _sbg_nll(other, test),
+        params={
+            "clv": cfg.model_dump(mode="json")["clv"],
+            "evaluation.split": split,
+            **{f"rows.{k}": v for k, v in rows.items()},
+        },
+        logged_metrics=logged,
+        dicts={"clv_parameters.json": parameters},
+        parameters=parameters,
+    )
+
+
+def _clv_contractual_floors(metrics: Mapping[str, float], rule: PromotionConfig) -> list[str]:
+    value = float(metrics["holdout_nll"])
+    if not np.isfinite(value):
+        return [f"holdout NLL {value} is not finite"]
+    gain, floor = float(metrics["holdout_nll_gain_vs_geometric"]), rule.clv_contractual.min_gain_vs_geometric
+    if floor is not None and not gain >= floor:
+        return [f"holdout NLL gain vs geometric {gain:.4f} < min_gain_vs_geometric {floor}"]
+    return []
+
+
+def _contractual_inputs(model: Any) -> Columns:
+    out = [(model.tenure_column, "double"), (model.revenue_column, "double")]
+    return out + ([(model.segment_column, "string")] if model.segment_column else [])
+
+
+def _contractual_profile(model: Any) -> list[Any]:
+    """Tenure and revenue numeric, the segment's levels those fitted (an unseen level is scored
+    with the pooled fit, but is flagged like any unseen level)."""
+    from crmscore.estimators.preparer import FeatureProfile
+
+    share = model.missing_shares
+    out = [
+        FeatureProfile(model.tenure_column, "numeric", share.get(model.tenure_column)),
+        FeatureProfile(model.revenue_column, "numeric", share.get(model.revenue_column)),
+    ]
+    if model.segment_column:
+        levels = tuple(sorted(model.sbg.segments_))
+        seg = model.segment_column
+        out.append(FeatureProfile(seg, "categorical", share.get(seg), levels))
+    return out
+
+
+def _contractual_predict(model: Any, X: pd.DataFrame) -> pd.DataFrame:
+    return model.predict(X)
+
+
+def _contractual_rows(features: pd.DataFrame) -> pd.DataFrame:
+    return features
+
+
 def _buyers(features: pd.DataFrame) -> pd.DataFrame:
     """The BTYD columns of the customers with a purchase (BG/NBD has no estimate for others)."""
     if "frequency" not in features.columns:
@@ -540,13 +796,36 @@ def _build_specs() -> dict[str, ModelSpec]:
         interval=lambda model, rows: model.predict_interval(rows),
         profile=_clv_profile,
     )
-    return {s.kind: s for s in (churn, leads, clv)}
+    from crmscore.estimators.contractual import ContractualClvModel
+
+    clv_contractual = ModelSpec(
+        kind="clv_contractual",
+        title="Contractual lifetime-value model (sBG)",
+        target="customer",
+        needs="customers with a tenure (clv.tenure_column or created_at), clv.revenue_column and a churn "
+        "label or churned_at; no transactions (clv.kind)",
+        primary_metric="holdout_nll",
+        higher_is_better=False,
+        metric_label="holdout NLL per customer",
+        outputs=ContractualClvModel.OUTPUTS,
+        estimator=ContractualClvModel,
+        missing_data=_clv_contractual_missing,
+        train=_train_clv_contractual,
+        floors=_clv_contractual_floors,
+        inputs=_contractual_inputs,
+        predict=_contractual_predict,
+        save=lambda model, path: _bundles().save_contractual(model, "clv_contractual", path),
+        load=lambda path: _bundles().load_contractual(path),
+        select_rows=_contractual_rows,
+        profile=_contractual_profile,
+    )
+    return {s.kind: s for s in (churn, leads, clv, clv_contractual)}
 
 
 #: The kinds' names, in training order (each has its spec in :func:`_build_specs`, checked
 #: when the specs are built). Listing the names lets the CLI parse ``--only`` without
 #: importing the estimators (scikit-learn, LightGBM) before it needs them.
-KINDS: tuple[str, ...] = ("churn", "leads", "clv")
+KINDS: tuple[str, ...] = ("churn", "leads", "clv", "clv_contractual")
 
 
 class _Specs(Mapping[str, ModelSpec]):

@@ -5,6 +5,11 @@ timestamp, the free attributes of ``customers`` and ``leads``) and returns the v
 the masks of the rows that break a column rule (``bad_type``, ``non_finite``,
 ``naive_timestamp``); :mod:`crmscore.ingest.validation` marks those rows.
 
+Timestamps: calendar days (``YYYY-MM-DD``, and ``YYYYMMDD`` as numbers or eight-digit text, a
+year 1900–2100 with a real month and day: :func:`is_yyyymmdd`) are that day in UTC; a table's
+strftime ``formats`` and ``dayfirst`` (``data.tables.<table>``) read other layouts. A value
+read no declared way is bad, never guessed.
+
 Id and text columns stay in Arrow (:class:`_Text`) until the kept rows are known, and
 :func:`_materialise` then builds the canonical object column of just those rows, creating as
 few Python strings as it can. :func:`_original_values` gives the rows set aside as they
@@ -22,6 +27,9 @@ import pyarrow.compute as pc
 
 _OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 _DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
+_COMPACT = r"\d{8}"
+#: ``D/M/YYYY`` or ``M/D/YYYY`` (either order; ``data.tables.<table>.dayfirst`` decides) and the rest.
+_DAY_MONTH = r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})((?:[ T].*)?)$"
 _TRUE = {"true", "t", "1", "yes", "y", "1.0"}
 _FALSE = {"false", "f", "0", "no", "n", "0.0"}
 #: Present values of a text attribute tried as numbers before the whole column is.
@@ -264,14 +272,108 @@ def _coerce_bool(s: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarr
     return out, bad
 
 
+def _yyyymmdd(values: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Read integral numbers ``YYYYMMDD`` (years 1900–2100, a real month and day) as UTC days.
+
+    Returns the timestamps (``NaT`` where not such a date) and the mask of the valid ones.
+    """
+    vals = np.asarray(values, dtype=float)
+    ok = np.isfinite(vals) & (np.floor(vals) == vals) & (vals >= 19000101) & (vals <= 21001231)
+    n = np.where(ok, vals, 0).astype(np.int64)
+    year, month, day = n // 10_000, n // 100 % 100, n % 100
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    parts = pd.DataFrame({"year": np.where(ok, year, 2000), "month": np.where(ok, month, 1), "day": 1})
+    first = pd.to_datetime(parts)
+    ok &= day <= first.dt.days_in_month.to_numpy()
+    days = first + pd.to_timedelta(np.where(ok, day - 1, 0), unit="D")
+    out = days.where(ok).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    return out, ok
+
+
+def is_yyyymmdd(s: pd.Series) -> bool:
+    """Whether a column holds ``YYYYMMDD`` calendar days (CDNOW's ``19970101``).
+
+    The rule: integer numbers, or text of exactly eight digits, every present value a date of
+    the years 1900–2100 with a real month and day (at least one present value).
+    """
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return False
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        vals = s.dropna().to_numpy(dtype=float)
+    else:
+        txt = s.dropna().astype("string").str.strip()
+        txt = txt[txt != ""]
+        if not txt.str.fullmatch(_COMPACT).all():
+            return False
+        vals = txt.astype(float).to_numpy()
+    return len(vals) > 0 and bool(_yyyymmdd(vals)[1].all())
+
+
+#: Directives of a strftime format that read a time of day (without them: calendar days).
+_TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%f", "%p", "%X", "%c", "%T", "%R", "%z", "%Z")
+
+
+def _with_format(
+    txt: pd.Series, fmt: str, tz: str | None, present: np.ndarray
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Read text with the strftime ``fmt``: a value that does not match is bad, never guessed."""
+    n = len(txt)
+    none = np.zeros(n, bool)
+    aware = "%z" in fmt or "%Z" in fmt
+    out = pd.Series(pd.NaT, index=txt.index, dtype="datetime64[us, UTC]")
+    naive = none
+    if present.any():
+        parsed = pd.to_datetime(txt[present], format=fmt, errors="coerce", utc=aware)
+        if aware:
+            out[present] = parsed
+        elif not any(d in fmt for d in _TIME_DIRECTIVES):  # a calendar day: UTC
+            out[present] = parsed.dt.tz_localize("UTC")
+        elif tz is not None:
+            out[present] = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+        else:
+            naive = present.copy()
+            naive[present] = parsed.notna().to_numpy()
+    bad = present & out.isna().to_numpy() & ~naive
+    return out, bad, naive
+
+
+def _numeric_text(s: pd.Series) -> pd.Series:
+    """Numbers as text, integral floats without their ``.0`` (``19970101.0`` → ``"19970101"``)."""
+    vals = s.to_numpy(dtype=float, na_value=np.nan)
+    integral = np.isfinite(vals) & (np.floor(vals) == vals)
+    txt = np.where(integral, np.nan_to_num(vals).astype(np.int64).astype(str), s.astype(str))
+    return pd.Series(txt, index=s.index, dtype="string").where(s.notna())
+
+
+def _day_month_to_iso(txt: pd.Series, dayfirst: bool) -> pd.Series:
+    """Rewrite ``D/M/YYYY`` (``dayfirst``) or ``M/D/YYYY`` values as ISO ``YYYY-MM-DD``.
+
+    Separators ``/``, ``.`` or ``-``; a four-digit year; what follows the date (a time, an
+    offset) is kept. Other values are left as they are.
+    """
+    parts = txt.str.extract(_DAY_MONTH)
+    found = parts[0].notna().to_numpy()
+    if not found.any():
+        return txt
+    day, month = (parts[0], parts[1]) if dayfirst else (parts[1], parts[0])
+    iso = parts[2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + parts[3].fillna("")
+    return txt.where(~found, iso)
+
+
 def _coerce_timestamp(
-    s: pd.Series, tz: str | None, present: np.ndarray
+    s: pd.Series,
+    tz: str | None,
+    present: np.ndarray,
+    fmt: str | None = None,
+    dayfirst: bool | None = None,
 ) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Return (UTC timestamps, bad-type mask, naive mask).
 
-    Aware values are converted to UTC. Naive values are localised to ``tz`` when given;
-    without it, date-only values are taken as UTC calendar days and any other naive
-    value is flagged.
+    Aware values are converted to UTC. Calendar days (date-only ``YYYY-MM-DD``, ``YYYYMMDD``
+    numbers or text) are that day in UTC, whatever ``tz``. Other naive values are localised
+    to ``tz`` when given, else flagged. With ``fmt`` (a strftime format) text is read with it
+    only; with ``dayfirst`` numeric ``D/M/YYYY`` (``True``) or ``M/D/YYYY`` (``False``) dates
+    are read too. A value read no way is bad, never guessed.
     """
     n = len(s)
     none = np.zeros(n, bool)
@@ -284,14 +386,30 @@ def _coerce_timestamp(
         midnight = (s == s.dt.normalize()).to_numpy(dtype=bool, na_value=False)
         naive = s.notna().to_numpy() & ~midnight
         return s.dt.tz_localize("UTC"), none, naive
-    txt = s.astype("string").str.strip()
+    numeric = pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+    if numeric and fmt is None:  # numbers are YYYYMMDD calendar days or nothing
+        out, ok = _yyyymmdd(s.to_numpy(dtype=float, na_value=np.nan))
+        return out.set_axis(s.index), present & ~ok, none
+    txt = _numeric_text(s) if numeric else s.astype("string").str.strip()
+    if fmt is not None:
+        return _with_format(txt, fmt, tz, present)
+    if dayfirst is not None:
+        txt = _day_month_to_iso(txt, dayfirst)
+    compact = txt.str.fullmatch(_COMPACT).to_numpy(dtype=bool, na_value=False)
+    if compact.any():  # YYYYMMDD text: a calendar day, or bad
+        days, ok = _yyyymmdd(txt[compact].astype(float).to_numpy())
+        txt = txt.copy()
+        txt[compact] = days.dt.strftime("%Y-%m-%d").to_numpy()
     has_offset = txt.str.contains(_OFFSET, regex=True).to_numpy(dtype=bool, na_value=False)
     date_only = txt.str.fullmatch(_DATE_ONLY).to_numpy(dtype=bool, na_value=False)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
     aware = present & has_offset
     if aware.any():
         out[aware] = pd.to_datetime(txt[aware], utc=True, errors="coerce", format="ISO8601")
-    naive_txt = present & ~has_offset
+    day = present & ~has_offset & date_only
+    if day.any():
+        out[day] = pd.to_datetime(txt[day], errors="coerce", format="ISO8601").dt.tz_localize("UTC")
+    naive_txt = present & ~has_offset & ~date_only
     naive = none
     if naive_txt.any():
         parsed = pd.to_datetime(txt[naive_txt], errors="coerce", format="ISO8601")
@@ -300,9 +418,7 @@ def _coerce_timestamp(
                 "UTC"
             )
         else:
-            day = naive_txt & date_only
-            out[day] = parsed[day[naive_txt]].dt.tz_localize("UTC")
-            naive = naive_txt & ~date_only & parsed.reindex(s.index).notna().to_numpy()
+            naive = naive_txt & parsed.reindex(s.index).notna().to_numpy()
     bad = present & out.isna().to_numpy() & ~naive
     return out, bad, naive
 

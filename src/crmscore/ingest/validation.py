@@ -11,10 +11,13 @@ reason                      rule
 ``null_id:<col>``           a required id is empty
 ``null_required:<col>``     another required value is empty
 ``bad_type:<col>``          a value is present but cannot be read as its type
-                            (numbers; ISO 8601 timestamps; booleans true/false/1/0/yes/no)
+                            (numbers; ISO 8601 timestamps, or the column's
+                            ``data.tables.<table>.formats`` / ``dayfirst`` dates;
+                            ``YYYYMMDD`` numbers; booleans true/false/1/0/yes/no)
 ``non_finite:<col>``        a number is NaN written out, +inf or -inf
 ``naive_timestamp:<col>``   a timestamp has no UTC offset and ``data.source_timezone`` is
-                            not set (date-only values are calendar days in UTC)
+                            not set (date-only and ``YYYYMMDD`` values are calendar days
+                            in UTC)
 ``negative_amount``         marketing spend below zero (refunds are negative *transactions*
                             and are allowed)
 ``in_future``               the row's event time is later than the moment of validation
@@ -43,6 +46,8 @@ coercion is in :mod:`crmscore.ingest.coerce`, the row rules in :mod:`crmscore.in
 Once the tables are validated, the feature role of every column of ``customers`` and ``leads``
 is decided on the whole tables (:mod:`crmscore.ingest.roles`, stored in ``CRMData.roles``) and
 each column that is not a feature gets a note saying why and how to opt it back in.
+A cutoff after the moment of validation or after the newest event time of the kept rows
+(:func:`newest_event`) is warned about (``ValidationReport.cutoff_warnings``, also in the notes).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from crmscore.config import Config
-from crmscore.core.schema import SCHEMAS, CRMData, TableSpec
+from crmscore.core.schema import EVENT_TIME, SCHEMAS, CRMData, TableSpec
 from crmscore.core.time import as_of_day, cutoff_end
 from crmscore.ingest.coerce import (
     _coerce_attribute,
@@ -73,6 +78,7 @@ from crmscore.ingest.coerce import (
     _materialise,
     _original_values,
     _present,
+    _Text,
 )
 from crmscore.ingest.rules import _Keys, _mark_bad_encoding, _mark_row_rules, _parent_keys, _Rows
 from crmscore.io.files import BadEncoding
@@ -138,6 +144,10 @@ class ValidationReport:
     #: and the settings that shape validation (:func:`input_digest`): what the job ran on, for
     #: lineage and the scoring run id
     input_digest: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the newest event time of the kept rows (``EVENT_TIME`` of each table), when any
+    newest_event: pd.Timestamp | None = None
+    #: warnings about the cutoff (after today, after the newest data); also in ``notes``
+    cutoff_warnings: list[str] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -243,12 +253,36 @@ def _label_columns(table: str, cfg: Config) -> set[str]:
 
 
 def _coerce_table(
-    df: pd.DataFrame, spec: TableSpec, cfg: Config, rows: _Rows, problems: list[Problem]
+    df: pd.DataFrame,
+    spec: TableSpec,
+    cfg: Config,
+    rows: _Rows,
+    problems: list[Problem],
+    notes: list[str] | None = None,
 ) -> dict[str, _Coerced]:
-    """Coerce every column and mark the rows that break a column rule, in column order."""
+    """Coerce every column and mark the rows that break a column rule, in column order.
+
+    Timestamp columns use the table's ``formats`` and ``dayfirst`` (``data.tables.<table>``);
+    the values that do not match a format get a note in ``notes``.
+    """
+    notes = [] if notes is None else notes
     out: dict[str, _Coerced] = {}
     tz = cfg.data.source_timezone
     labels = _label_columns(spec.name, cfg)
+    tcfg = cfg.data.tables.get(spec.name)  # type: ignore[call-overload]
+    formats = dict(tcfg.formats) if tcfg is not None else {}
+    dayfirst = tcfg.dayfirst if tcfg is not None else None
+    stamps = [c.name for c in spec.columns if c.kind == "timestamp"]
+    for col in formats:
+        if col not in stamps:
+            problems.append(
+                Problem(
+                    spec.name,
+                    f"data.tables.{spec.name}.formats names {col!r}, not a timestamp column of "
+                    f"{spec.name} (its timestamp columns: {', '.join(stamps) or 'none'})",
+                    col,
+                )
+            )
     for col in df.columns:
         s = df[col]
         kind = spec.kind_of(col)
@@ -262,8 +296,14 @@ def _coerce_table(
                 rows.mark(~present, f"null_id:{col}")
         elif kind == "timestamp":
             present = _present(s)
-            vals, bad, naive = _coerce_timestamp(s, tz, present)
+            fmt = formats.get(col)
+            vals, bad, naive = _coerce_timestamp(s, tz, present, fmt, dayfirst)
             out[col] = vals
+            if fmt is not None and bad.any():
+                notes.append(
+                    f"{spec.name}.{col}: {int(bad.sum()):,} values do not match the format {fmt!r} "
+                    f"(data.tables.{spec.name}.formats): set aside as bad_type:{col}"
+                )
             if required:
                 rows.mark(~present, f"null_required:{col}")
             rows.mark(bad, f"bad_type:{col}")
@@ -278,7 +318,8 @@ def _coerce_table(
                     )
                 )
             elif present.any() and bad.sum() == present.sum():
-                problems.append(Problem(spec.name, "no value could be read as an ISO 8601 timestamp", col))
+                what = f"with the format {fmt!r}" if fmt is not None else "as an ISO 8601 timestamp"
+                problems.append(Problem(spec.name, f"no value could be read {what}", col))
         elif kind == "number":
             present = _present(s)
             vals, bad, non_finite = _coerce_number(s, present)
@@ -294,6 +335,11 @@ def _coerce_table(
                 continue  # columns outside the contract of a non-attribute table are dropped
             if kind is None:
                 out[col], present = _coerce_attribute(s)
+                blanks = int((s.notna().to_numpy() & ~present).sum())
+                if blanks and not isinstance(out[col], _Text):  # numbers written as text, some blank
+                    notes.append(
+                        f"{spec.name}.{col}: {blanks:,} blank value(s) read as missing (numeric column)"
+                    )
             else:
                 out[col], present = _coerce_text(s)
             if required:
@@ -329,7 +375,7 @@ def _validate_table(
         df = df.reset_index(drop=True)
     rows = _Rows(n)
     _mark_bad_encoding(name, BadEncoding.of(raw), rows, report.notes)
-    cols = _coerce_table(df, spec, cfg, rows, problems)
+    cols = _coerce_table(df, spec, cfg, rows, problems, report.notes)
     _mark_row_rules(name, spec, cols, rows, as_of, now, parents, report.tables, report.notes)
     ok = _account(name, df, rows, treport, problems, report)
     if any(p.fatal for p in problems):
@@ -490,8 +536,47 @@ def _validate_all(
         if r.rows_set_aside:
             log.info("%s: %d of %d rows set aside %s", t, r.rows_set_aside, r.rows_in, dict(r.set_aside))
     report.input_digest = input_digest(report.input_digest, cfg, as_of_ts)
+    _check_cutoff(data, report, given=as_of is not None)
     _decide_roles(data, cfg, report)
     return data, report
+
+
+def newest_event(data: CRMData) -> tuple[pd.Timestamp, str] | None:
+    """The newest event time of the validated tables and where it is (``table.column``).
+
+    The maximum of each table's event-time column (``crmscore.core.schema.EVENT_TIME``);
+    ``None`` when no table has one.
+    """
+    found: tuple[pd.Timestamp, str] | None = None
+    for name, col in EVENT_TIME.items():
+        table = getattr(data, name, None)
+        if table is None or col not in table.columns or not len(table):
+            continue
+        top = table[col].max()
+        if pd.notna(top) and (found is None or top > found[0]):
+            found = (pd.Timestamp(top), f"{name}.{col}")
+    return found
+
+
+def _check_cutoff(data: CRMData, report: ValidationReport, *, given: bool) -> None:
+    """Warn (log and ``report.cutoff_warnings``/``notes``) about a cutoff after today or the data."""
+    newest = newest_event(data)
+    report.newest_event = None if newest is None else newest[0]
+    day = report.as_of.date()
+    warnings = []
+    today = report.validated_at.date()
+    if given and day > today:
+        warnings.append(f"as_of {day} is after today ({today}, UTC): the cutoff is in the future")
+    if newest is not None and day > newest[0].date():
+        gap = (day - newest[0].date()).days
+        warnings.append(
+            f"as_of {day} is after the newest data ({newest[0].date()}, {newest[1]}): the {gap} days "
+            "between count as days without activity; check --as-of"
+        )
+    for w in warnings:
+        log.warning("%s", w)
+    report.cutoff_warnings.extend(warnings)
+    report.notes.extend(warnings)
 
 
 def _decide_roles(data: CRMData, cfg: Config, report: ValidationReport) -> None:

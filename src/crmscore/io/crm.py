@@ -7,6 +7,10 @@ large batches elsewhere, never a statement per row. On PostgreSQL, tables are re
 Arrow instead of one Python tuple per row: through ADBC (Apache Arrow's PostgreSQL driver,
 binary ``COPY``), else with ``COPY ... TO STDOUT`` as CSV parsed by Arrow; both typed from
 the reflected columns, giving the same frame. Other stores use ``pandas.read_sql_query``.
+
+A store that cannot be opened raises :class:`StoreError`: one line (URL redacted) and the
+command's exit code (:func:`describe_db_error`). A read never creates a SQLite file
+(:func:`open_for_reading`); a write (``crmscore generate``) does.
 """
 
 from __future__ import annotations
@@ -27,23 +31,215 @@ import sqlalchemy as sa
 
 from crmscore.config import normalise_url, redact_url, validate_identifier
 
-__all__ = ["LeadScope", "create_engine", "read_sql_tables", "to_arrow", "unscoped_note", "write_sql_tables"]
+__all__ = [
+    "LeadScope",
+    "StoreError",
+    "create_engine",
+    "describe_db_error",
+    "open_for_reading",
+    "read_sql_tables",
+    "to_arrow",
+    "unscoped_note",
+    "write_sql_tables",
+]
 
 log = logging.getLogger(__name__)
 
 
+#: Exit codes of :class:`StoreError` (README "Exit codes"): the store cannot be reached or
+#: identified (driver, server, credentials, database) → 2; the CRM data is not where the
+#: configuration says (a SQLite file, a schema) → 3, as a missing data folder.
+EXIT_CONFIG, EXIT_DATA_NOT_FOUND = 2, 3
+
+#: The package that provides a DBAPI module SQLAlchemy failed to import.
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]'",
+    "asyncpg": "asyncpg",
+    "pg8000": "pg8000",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "pymysql",
+    "mysql": "mysql-connector-python",
+    "pyodbc": "pyodbc",
+    "oracledb": "oracledb",
+    "cx_Oracle": "cx_Oracle",
+    "pymssql": "pymssql",
+    "duckdb_engine": "duckdb-engine",
+}
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened, said in one line (never a password).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and what to do.
+    exit_code : int
+        The command's exit code: 2 (configuration) or 3 (data not found); 1 for a missing
+        model store (:mod:`crmscore.tracking`).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_CONFIG) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _target(url: sa.URL) -> str:
+    host = url.host or "localhost"
+    return f"{host}:{url.port}" if url.port else host
+
+
+def describe_db_error(exc: BaseException, url: str | sa.URL) -> str:
+    """One line saying why the store at ``url`` could not be opened, and what to do.
+
+    Translates a missing driver (``ModuleNotFoundError`` of the DBAPI, an unknown dialect), an
+    unparsable URL and the connection failures of ``OperationalError`` (database missing,
+    server not answering, host unknown, credentials refused) into words; anything else is
+    the driver's own first line. The URL is shown redacted (:func:`crmscore.config.redact_url`).
+
+    Parameters
+    ----------
+    exc : BaseException
+        What SQLAlchemy or the driver raised.
+    url : str or sqlalchemy.URL
+        The store's URL (a password in it is never shown).
+    """
+    text_url = url.render_as_string(hide_password=True) if isinstance(url, sa.URL) else str(url)
+    shown = redact_url(text_url)
+    try:
+        parsed = url if isinstance(url, sa.URL) else sa.make_url(normalise_url(text_url))
+    except sa.exc.ArgumentError:
+        parsed = None
+    if isinstance(exc, ModuleNotFoundError):
+        module = (exc.name or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module)
+        dialect = parsed.drivername if parsed is not None else shown.split(":", 1)[0]
+        return (
+            f"the database driver {module!r} for {dialect}:// is not installed: pip install {package} "
+            "(or choose an installed driver in data.crm_url, e.g. postgresql+psycopg://)"
+        )
+    if isinstance(exc, sa.exc.NoSuchModuleError):
+        dialect = str(exc).rsplit(":", 1)[-1].strip() or "?"
+        return (
+            f"unknown database kind {dialect!r} in {shown}: use sqlite:///FILE or "
+            "postgresql+psycopg://USER@HOST:PORT/DB (or install the SQLAlchemy dialect for it)"
+        )
+    if isinstance(exc, sa.exc.ArgumentError):
+        return f"cannot read the database URL {shown!r}: expected e.g. sqlite:///data/crm.sqlite"
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig)
+    low = message.lower()
+    where = _target(parsed) if parsed is not None else shown
+    database = parsed.database if parsed is not None else None
+    user = parsed.username if parsed is not None else None
+    if "does not exist" in low and "database" in low:
+        return (
+            f"the database {database!r} does not exist on {where} ({shown}): create it "
+            f"(createdb {database}) or fix data.crm_url / CRMSCORE_CRM_URL"
+        )
+    if (
+        "password authentication failed" in low
+        or "no password supplied" in low
+        or ("role" in low and "does not exist" in low)
+    ):
+        return (
+            f"the database server {where} refused the login of user {user!r} ({shown}): check the user "
+            "and its password (CRMSCORE_CRM_URL or PGPASSWORD; never in params.yaml)"
+        )
+    if "resolve host" in low or "name or service not known" in low or "could not translate host" in low:
+        return (
+            f"the database host of {shown} is unknown: check the host name in data.crm_url / CRMSCORE_CRM_URL"
+        )
+    if "connection refused" in low or "timeout" in low or "timed out" in low or "could not connect" in low:
+        return (
+            f"the database server {where} does not answer ({shown}): is it running and accepting "
+            "connections on that host and port?"
+        )
+    if "unable to open database file" in low:
+        return f"cannot open the SQLite database {shown}: check the path and its permissions"
+    first = next((line.strip() for line in message.splitlines() if line.strip()), exc.__class__.__name__)
+    return f"cannot open the database {shown}: {redact_url(first)}"
+
+
 def create_engine(url: str) -> sa.Engine:
-    """Create an engine; a SQLite file's parent folder is created if needed.
+    """Create an engine; a SQLite file's parent folder is created when it first connects.
 
     ``postgresql://`` URLs use the psycopg 3 driver; a raw ``@`` in the password is read as part
-    of the password (:func:`crmscore.config.normalise_url`).
+    of the password (:func:`crmscore.config.normalise_url`). Nothing connects here; a store
+    that is read goes through :func:`open_for_reading` (which refuses a missing SQLite file:
+    only a write, e.g. ``crmscore generate``, creates one).
+
+    Raises
+    ------
+    StoreError
+        The URL cannot be parsed, its dialect is unknown or its driver is not installed
+        (exit code 2, with what to install).
     """
-    parsed = sa.make_url(normalise_url(url))
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(parsed)
+    try:
+        parsed = sa.make_url(normalise_url(url))
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = sa.create_engine(parsed)
+    except (ImportError, sa.exc.ArgumentError) as exc:
+        raise StoreError(describe_db_error(exc, url), EXIT_CONFIG) from None
+    if engine.dialect.name == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _make_folder(*_: object) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    return engine
+
+
+def _sqlite_file(engine: sa.Engine) -> Path | None:
+    """The file of a SQLite engine on a file (None: another store, memory, or a ``file:`` URI)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if database in (None, "", ":memory:") or database.startswith("file:") or engine.url.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def open_for_reading(engine: sa.Engine, schema: str | None = None) -> None:
+    """Check that the CRM store of ``engine`` exists and answers before it is read.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The CRM store (:func:`create_engine`).
+    schema : str, optional
+        ``data.db_schema``: it must exist.
+
+    Raises
+    ------
+    StoreError
+        A SQLite file that does not exist (never created by a read; exit code 3), a schema that
+        does not exist (exit code 3), or a store that cannot be connected to
+        (:func:`describe_db_error`, exit code 2).
+    """
+    url = engine.url
+    shown = redact_url(url.render_as_string(hide_password=True))
+    file = _sqlite_file(engine)
+    if file is not None and not file.is_file():
+        raise StoreError(
+            f"the CRM database file {file} does not exist: check data.crm_url or CRMSCORE_CRM_URL, "
+            "or run crmscore generate",
+            EXIT_DATA_NOT_FOUND,
+        )
+    try:
+        with engine.connect() as conn:
+            has_schema = schema is None or sa.inspect(conn).has_schema(schema)
+    except sa.exc.DBAPIError as exc:
+        raise StoreError(describe_db_error(exc, url), EXIT_CONFIG) from None
+    if not has_schema:
+        raise StoreError(
+            f"the schema {schema!r} (data.db_schema) does not exist in {shown}: fix data.db_schema, "
+            "or create the schema and its tables (crmscore generate writes them)",
+            EXIT_DATA_NOT_FOUND,
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +336,7 @@ def read_sql_tables(
     """
     if schema is not None:
         validate_identifier(schema, "data.db_schema")
+    open_for_reading(engine, schema)
     inspector = sa.inspect(engine)
     present = set(inspector.get_table_names(schema=schema))
     tables: dict[str, pd.DataFrame] = {}

@@ -57,20 +57,25 @@ _T = TypeVar("_T")
 def latest_scores(cfg: Config) -> pd.DataFrame | None:
     """The latest customer scores written back to the CRM store, with owners; ``None`` if none.
 
-    Only a CRM store (``data.source: crm``) holds written-back scores. Rows of customers absent
-    from the newest run (``absent_since`` set, ``scoring.absent_rows: mark``) are left out: the
-    report shows the customers the newest run scored.
+    A CRM store (``data.source: crm``) holds them in its score tables, a folder CRM
+    (``data.source: folder``) in its scores folder (``scoring.scores_folder``,
+    :mod:`crmscore.io.score_files`), so the report shows the numbers of the worklist. Rows of
+    customers absent from the newest run (``absent_since`` set, ``scoring.absent_rows: mark``)
+    are left out: the report shows the customers the newest run scored.
     """
-    if cfg.data.source != "crm":
-        return None
-    from crmscore.io.crm import create_engine
-    from crmscore.io.scores import read_scores
+    if cfg.data.source == "folder":
+        from crmscore.io.score_files import read_score_files, scores_folder
 
-    engine = create_engine(cfg.data.resolved_crm_url())
-    try:
-        scores = read_scores(engine, cfg.scoring, "customer_scores", cfg.data.db_schema)
-    finally:
-        engine.dispose()
+        scores = read_score_files(scores_folder(cfg), "customer_scores")
+    else:
+        from crmscore.io.crm import create_engine
+        from crmscore.io.scores import read_scores
+
+        engine = create_engine(cfg.data.resolved_crm_url())
+        try:
+            scores = read_scores(engine, cfg.scoring, "customer_scores", cfg.data.db_schema)
+        finally:
+            engine.dispose()
     if "absent_since" in scores.columns:
         absent = scores["absent_since"].notna()
         if absent.any():

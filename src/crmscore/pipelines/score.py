@@ -170,7 +170,7 @@ def resolve_champions(
 
     models: dict[str, ChampionModel] = {}
     missing: list[str] = []
-    with TrackingSession(cfg.tracking) as ts:
+    with TrackingSession(cfg.tracking, must_exist=True) as ts:
         for kind in kinds if kinds is not None else SPECS:
             name = get_spec(kind).registered_name(cfg)
             version = ts.champion(name)
@@ -268,6 +268,7 @@ _NOT_SCORING: dict[str, frozenset[str]] = {
             "lead_scores_table",
             "lead_history_table",
             "runs_table",
+            "scores_folder",
             "chunksize",
             "lock_timeout_s",
             "idle_in_transaction_timeout_s",
@@ -437,11 +438,13 @@ def _score_and_write(
     from crmscore.io.crm import create_engine
 
     to_crm = write_back and cfg.data.source == "crm"
+    to_folder = write_back and cfg.data.source == "folder"  # the folder store (io.score_files)
     engine = create_engine(cfg.data.resolved_crm_url()) if to_crm else None
     timings = run.timings
-    record = _run_record(run, data, cfg) if engine is not None else None
+    record = _run_record(run, data, cfg) if engine is not None or to_folder else None
     try:
-        with _write_back(engine, cfg, timings, record, force) as writer:
+        store = _folder_store(cfg) if to_folder else engine
+        with _write_back(store, cfg, timings, record, force) as writer:
             if outputs is not None and outputs.frames:
                 _customer_rows(engine, writer, as_of, cfg, outputs, run)
             leads = score_leads(leads_in, cfg, timings)
@@ -457,8 +460,6 @@ def _score_and_write(
                     )
                 if writer is not None:
                     writer.write("lead", run.lead_scores, lead_out.index)
-        if writer is None and write_back:
-            log.warning("data.source is a folder: scores are not written back (use --output)")
     finally:
         if engine is not None:
             engine.dispose()
@@ -471,16 +472,18 @@ def _customer_rows(
     engine: Any, writer: Any, as_of: date, cfg: Config, outputs: CustomerOutputs, run: ScoreRun
 ) -> None:
     """Customer score rows: assembled, sent, then completed with their reasons (in place on ``run``)."""
+    from crmscore.io.score_files import FileScoreWriter, read_previous_score_files
     from crmscore.io.scores import read_previous_scores
 
     features, timings = outputs.features, run.timings
     explained, explain = explain_mask(outputs, cfg)  # reasons follow once the rows are on their way
     with timed_stage("assemble", "assembling the score rows", timings):
-        previous = (
-            read_previous_scores(engine, cfg.scoring, as_of=as_of, schema=cfg.data.db_schema)
-            if engine is not None
-            else None
-        )
+        if engine is not None:
+            previous = read_previous_scores(engine, cfg.scoring, as_of=as_of, schema=cfg.data.db_schema)
+        elif isinstance(writer, FileScoreWriter):  # a folder CRM: its scores folder
+            previous = read_previous_score_files(writer.folder, as_of=as_of)
+        else:
+            previous = None
         scores = assemble_customer_scores(
             features,
             *outputs.all_frames(),
@@ -542,21 +545,35 @@ def _write_files(
     )
 
 
+def _folder_store(cfg: Config) -> Path:
+    """The scores folder of a folder CRM (``scoring.scores_folder``)."""
+    from crmscore.io.score_files import scores_folder
+
+    return scores_folder(cfg)
+
+
 @contextmanager
 def _write_back(
     engine: Any, cfg: Config, timings: dict[str, float], record: Any = None, force: bool = False
 ) -> Iterator[Any]:
     """A :class:`crmscore.io.scores.ScoreWriter` on ``engine`` (None without one).
 
+    ``engine`` a :class:`pathlib.Path` (``data.source: folder``): a
+    :class:`crmscore.io.score_files.FileScoreWriter` on that scores folder instead.
     ``record`` (a :class:`crmscore.io.scores.RunRecord`) and ``force`` go to the writer.
     Its wait at the end (the rest of the transaction, the commit) is ``timings["write"]``.
     """
     if engine is None:
         yield None
         return
+    from crmscore.io.score_files import FileScoreWriter
     from crmscore.io.scores import ScoreWriter
 
-    writer = ScoreWriter(engine, cfg.scoring, schema=cfg.data.db_schema, run=record, force=force)
+    writer: Any
+    if isinstance(engine, Path):
+        writer = FileScoreWriter(engine, cfg.scoring, run=record, force=force)
+    else:
+        writer = ScoreWriter(engine, cfg.scoring, schema=cfg.data.db_schema, run=record, force=force)
     writer.__enter__()
     try:
         yield writer

@@ -322,6 +322,9 @@ def assemble_customer_scores(
         "run_id": str(run_id),
         "scored_at": _utc(scored_at),
     }
+    if "clv" not in model_versions and "clv_contractual" in model_versions:
+        # the contractual CLV model (sBG) fills the same CLV columns (one of them scores a CRM)
+        model_versions = {**model_versions, "clv": model_versions["clv_contractual"]}
     for c in CUSTOMER_SCORE_COLUMNS:
         if c.endswith("_model"):
             kind = c.removesuffix("_model")

@@ -47,7 +47,7 @@ def test_importing_the_specs_imports_no_estimator():
         "import sys\n"
         "import crmscore.cli\n"
         "from crmscore.estimators.specs import SPECS\n"
-        "assert list(SPECS) == ['churn', 'leads', 'clv']\n"
+        "assert list(SPECS) == ['churn', 'leads', 'clv', 'clv_contractual']\n"
         "bad = [m for m in ('sklearn', 'lightgbm', 'scipy.optimize') if m in sys.modules]\n"
         "assert not bad, bad\n"
         "SPECS['churn']\n"
