@@ -790,8 +790,14 @@ def run_score_command(
         out.print(f"note: {note}", highlight=False)
     out.print(f"run {run.run_id}", highlight=False)
     if run.written is not None:
+        if cfg.data.source == "folder":
+            from crmscore.io.score_files import scores_folder
+
+            where = f"the score store {scores_folder(cfg)}"
+        else:
+            where = "the CRM"
         out.print(
-            f"written to the CRM: latest {run.written.latest_updated}, history {run.written.history_inserted}"
+            f"written to {where}: latest {run.written.latest_updated}, history {run.written.history_inserted}"
         )
         if not run.written.runs_logged and not any(run.written.history_inserted.values()):
             # the same run id: the same logical inputs, models and settings (docs/scoring.md)

@@ -188,6 +188,19 @@ def resolve_champions(
     return models
 
 
+def _kinds_of_this_crm(data: CRMData, cfg: Config) -> list[str]:
+    """Every kind, less the CLV kind that ``clv.kind`` does not choose for this CRM.
+
+    Only one of ``clv`` (transactional) and ``clv_contractual`` scores a CRM: the other is not
+    looked up, so no note says it "has no champion" on a CRM it never applies to.
+    """
+    from crmscore.estimators.specs import clv_kind
+
+    other = "clv_contractual" if clv_kind(data, cfg) == "transactional" else "clv"
+    log.info("clv.kind %r: %s is not this CRM's lifetime-value kind", cfg.clv.kind, other)
+    return [k for k in SPECS if k != other]
+
+
 def _note(notes: list[str] | None, text: str) -> None:
     log.warning("%s", text)
     if notes is not None:
@@ -399,7 +412,7 @@ def run_score(
     timings: dict[str, float] = {}
     notes: list[str] = []
     start = time.perf_counter()
-    models = _usable(resolve_champions(cfg, notes=notes), data, cfg, notes)
+    models = _usable(resolve_champions(cfg, _kinds_of_this_crm(data, cfg), notes=notes), data, cfg, notes)
     if not models:
         raise NoChampionError("no champion model can score this CRM: " + "; ".join(notes))
     timings["models"] = time.perf_counter() - start
