@@ -9,7 +9,10 @@ A bundle is a folder. Nothing in it is executable or unpickled on load:
   what scoring compares its inputs with: :mod:`crmscore.scoring.input_checks`), the
   calibrator's numbers and the package versions);
 * CLV (:class:`~crmscore.estimators.clv.ClvModel`): ``clv.json`` (its fitted parameters,
-  covariances and diagnostics) and a ``model.json`` naming the kind.
+  covariances and diagnostics) and a ``model.json`` naming the kind;
+* contractual CLV (:class:`~crmscore.estimators.contractual.ContractualClvModel`): ``sbg.json``
+  (format ``crmscore.sbg/1``: the fitted sBG of :mod:`crmscore.estimators.sbg`), ``model.json``
+  and ``contractual.json`` (its columns and settings).
 
 Loading rebuilds the fitted estimator itself (nothing is refitted), so a loaded model predicts
 through the very method that training evaluated (``predict_frame``). Bundles of the earlier
@@ -39,14 +42,20 @@ __all__ = [
     "bundle_kind",
     "load_classifier",
     "load_clv",
+    "load_contractual",
+    "load_sbg",
     "save_classifier",
     "save_clv",
+    "save_contractual",
+    "save_sbg",
 ]
 
 CLASSIFIER_FORMAT = "crmscore.classifier/3"
 _CLASSIFIER_FORMATS = ("crmscore.classifier/1", "crmscore.classifier/2", CLASSIFIER_FORMAT)
 CLV_FORMAT = "crmscore.clv/1"
 _MODEL_JSON = "model.json"
+_SBG_JSON = "sbg.json"
+_CONTRACTUAL_JSON = "contractual.json"
 _BOOSTER = "booster.txt"
 _CLV_JSON = "clv.json"
 
@@ -151,13 +160,18 @@ def load_classifier(path: str | Path, cls: type[CalibratedModel]) -> CalibratedM
     return model
 
 
+def _write_meta(out: Path, fmt: str, kind: str) -> None:
+    """``model.json`` of a JSON bundle: its format and model kind (:func:`bundle_kind`)."""
+    meta = {"format": fmt, "kind": kind, "versions": package_versions()}
+    (out / _MODEL_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
 def save_clv(model: Any, kind: str, path: str | Path) -> Path:
     """Write a fitted :class:`~crmscore.estimators.clv.ClvModel` as ``clv.json`` (no pickle)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     model.to_json(out / _CLV_JSON)
-    meta = {"format": CLV_FORMAT, "kind": kind, "versions": package_versions()}
-    (out / _MODEL_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    _write_meta(out, CLV_FORMAT, kind)
     return out
 
 
@@ -168,15 +182,37 @@ def load_clv(path: str | Path) -> Any:
     return ClvModel.from_json(Path(path) / _CLV_JSON)
 
 
-def save_contractual(model: Any, kind: str, path: str | Path) -> Path:
-    """Write a contractual CLV model (:mod:`crmscore.estimators.contractual`): sBG bundle + columns."""
-    from crmscore.estimators.contractual import save_contractual as _save
+def save_sbg(model: Any, kind: str, path: str | Path) -> Path:
+    """Write a fitted :class:`~crmscore.estimators.sbg.SbgModel`: ``sbg.json`` + ``model.json``."""
+    from crmscore.estimators.sbg import SBG_FORMAT
 
-    return _save(model, kind, path)
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to_json(out / _SBG_JSON)
+    _write_meta(out, SBG_FORMAT, kind)
+    return out
+
+
+def load_sbg(path: str | Path) -> Any:
+    """Load an sBG bundle written by :func:`save_sbg`: the fitted ``SbgModel`` (no refit)."""
+    from crmscore.estimators.sbg import SbgModel
+
+    return SbgModel.from_json(Path(path) / _SBG_JSON)
+
+
+def save_contractual(model: Any, kind: str, path: str | Path) -> Path:
+    """Write a contractual CLV model (:mod:`crmscore.estimators.contractual`): the sBG bundle
+    (:func:`save_sbg`) plus ``contractual.json`` (its columns and settings; no pickle)."""
+    if model.sbg is None:
+        raise RuntimeError("ContractualClvModel is not fitted")
+    out = save_sbg(model.sbg, kind, path)
+    (out / _CONTRACTUAL_JSON).write_text(json.dumps(model.config(), indent=2), encoding="utf-8")
+    return out
 
 
 def load_contractual(path: str | Path) -> Any:
     """Load a bundle written by :func:`save_contractual`."""
-    from crmscore.estimators.contractual import load_contractual as _load
+    from crmscore.estimators.contractual import ContractualClvModel
 
-    return _load(path)
+    conf = json.loads((Path(path) / _CONTRACTUAL_JSON).read_text(encoding="utf-8"))
+    return ContractualClvModel(**conf, sbg=load_sbg(path))

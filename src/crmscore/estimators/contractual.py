@@ -21,19 +21,17 @@ in progress (already billed) is not counted. ``p_alive`` does not apply (NULL);
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from crmscore.estimators.sbg import SbgModel, load_sbg, save_sbg
+from crmscore.estimators.sbg import SbgModel
 
-__all__ = ["DAYS_PER_MONTH", "ContractualClvModel", "load_contractual", "save_contractual"]
+__all__ = ["DAYS_PER_MONTH", "ContractualClvModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +39,6 @@ logger = logging.getLogger(__name__)
 DAYS_PER_MONTH = 30.4375
 #: Discount rate per month used when ``discount_rate_annual`` is 0 (DERL needs ``d > 0``).
 _MIN_MONTHLY_RATE = 1e-6
-_COLUMNS_JSON = "contractual.json"
 
 
 def monthly_rate(annual: float) -> float:
@@ -169,18 +166,3 @@ class ContractualClvModel(BaseEstimator):
             "horizon_months": self.horizon_months,
             "missing_shares": self.missing_shares,
         }
-
-
-def save_contractual(model: ContractualClvModel, kind: str, path: str | Path) -> Path:
-    """Write the bundle: the sBG bundle (:func:`save_sbg`) plus ``contractual.json`` (no pickle)."""
-    if model.sbg is None:
-        raise RuntimeError("ContractualClvModel is not fitted")
-    out = save_sbg(model.sbg, kind, path)
-    (out / _COLUMNS_JSON).write_text(json.dumps(model.config(), indent=2), encoding="utf-8")
-    return out
-
-
-def load_contractual(path: str | Path) -> ContractualClvModel:
-    """Load a bundle written by :func:`save_contractual`."""
-    conf: Mapping[str, Any] = json.loads((Path(path) / _COLUMNS_JSON).read_text(encoding="utf-8"))
-    return ContractualClvModel(**conf, sbg=load_sbg(path))

@@ -90,8 +90,6 @@ __all__ = [
     "SBG_FORMAT",
     "SbgModel",
     "derl_closed_form",
-    "load_sbg",
-    "save_sbg",
     "sbg_log_likelihood",
 ]
 
@@ -99,8 +97,6 @@ logger = logging.getLogger(__name__)
 
 #: Format tag of :meth:`SbgModel.to_dict` (and of the bundle's ``sbg.json``).
 SBG_FORMAT = "crmscore.sbg/1"
-_SBG_JSON = "sbg.json"
-_MODEL_JSON = "model.json"
 #: Bounds of log(alpha), log(beta) in the optimiser (a fit at a bound is logged as a warning).
 _LOG_BOUND = 15.0
 
@@ -680,22 +676,3 @@ class SbgModel(BaseEstimator):
     def from_json(cls, path: str | Path) -> SbgModel:
         """Load a model written by :meth:`to_json` (no pickle involved)."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def save_sbg(model: SbgModel, kind: str, path: str | Path) -> Path:
-    """Write a fitted :class:`SbgModel` as a bundle folder: ``sbg.json`` + ``model.json`` (no pickle).
-
-    ``model.json`` names the format and the model ``kind`` (what
-    :func:`crmscore.estimators.bundles.bundle_kind` reads), like the CLV bundle.
-    """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to_json(out / _SBG_JSON)
-    meta = {"format": SBG_FORMAT, "kind": kind, "versions": package_versions()}
-    (out / _MODEL_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return out
-
-
-def load_sbg(path: str | Path) -> SbgModel:
-    """Load an sBG bundle written by :func:`save_sbg`: the fitted :class:`SbgModel`."""
-    return SbgModel.from_json(Path(path) / _SBG_JSON)

@@ -62,6 +62,7 @@ from crmscore.config import Config, TableConfig
 from crmscore.core.digest import content_digests, settings_digest
 from crmscore.core.progress import stage, timed_stage
 from crmscore.core.schema import CRMData
+from crmscore.estimators.classifier import CLASSIFIER_PARAMS
 from crmscore.estimators.specs import SPECS, ModelSpec, get_spec
 from crmscore.scoring.apply import (
     CustomerOutputs,
@@ -288,29 +289,8 @@ _NOT_SCORING: dict[str, frozenset[str]] = {
         }
     ),
     "features": frozenset({"as_of", "cutoffs", "cutoff_step_days"}),
-    "classifier": frozenset(
-        {
-            "n_estimators",
-            "learning_rate",
-            "num_leaves",
-            "min_child_samples",
-            "subsample",
-            "colsample_bytree",
-            "reg_lambda",
-            "n_jobs",
-            "random_state",
-            "exclude_features",
-            "calibration",
-            "calibration_fraction",
-            "holdout_fraction",
-            "min_rows",
-            "min_positives",
-            "min_calibration_positives",
-            "max_single_feature_auc",
-            "max_train_rows",
-            "max_eval_auc",
-        }
-    ),
+    # the fitting and gate keys of a classifier block (the model version stands for them)
+    "classifier": frozenset({*CLASSIFIER_PARAMS, "holdout_fraction", "max_eval_auc"}),
     "data": frozenset({"source", "crm_url", "db_schema", "folder", "file_format", "quarantine", "tables"}),
 }
 

@@ -15,9 +15,9 @@ import pytest
 from scipy.special import betaln
 from sklearn.base import clone
 
-from crmscore.estimators.bundles import bundle_kind
+from crmscore.estimators.bundles import bundle_kind, load_sbg, save_sbg
 from crmscore.estimators.gates import NotFittedModelError
-from crmscore.estimators.sbg import SBG_FORMAT, SbgModel, load_sbg, save_sbg, sbg_log_likelihood
+from crmscore.estimators.sbg import SBG_FORMAT, SbgModel, sbg_log_likelihood
 
 
 def simulate(alpha: float, beta: float, n: int, horizon: int, seed: int = 0):
